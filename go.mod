@@ -3,6 +3,7 @@ module github.com/chive-net/chive
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5 // indirect
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	github.com/miekg/dns v1.1.73 // indirect
