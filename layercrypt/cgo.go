@@ -1,0 +1,340 @@
+package layercrypt
+
+// Counter Galois Onion (CGO) relay-cell encryption, Tor proposal 359, as
+// implemented by C tor (src/core/crypto/relay_crypto_cgo.c) and arti
+// (tor-proto crypto/cell/cgo.rs) with AES-128, the instance Tor uses.
+//
+// The names follow the proposal (which follows the paper by Degabriele,
+// Melloni, Münch and Stam): ET is an LRW2 tweakable block cipher, PRF a
+// POLYVAL-keyed AES-CTR stream, UIV+ the wide-block cipher built from them,
+// and each direction of each hop keeps a state (K, N, T'):
+//
+//	K  = (J, S): the ET key J = (KB, KU) and the PRF key S = (K, B), 64 bytes
+//	N  = the nonce a cell's tag must decrypt to for the cell to be recognized
+//	T' = the tag of the previous cell seen in this direction (chains cells)
+//
+// A relay cell body is CGOBodyLen bytes: the 16-byte tag T first, then the
+// 493-byte relay message C. Relays only ever *encrypt* with UIV+ and clients
+// only ever *decrypt*: UIV+ encryption is non-malleable, so a cell altered
+// anywhere on its way out is turned into noise that no relay recognizes.
+//
+// This file holds the primitives; cgo_crypt.go builds the per-hop relay
+// state and the client's circuit state from them.
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/subtle"
+)
+
+// Cell-body layout under CGO.
+const (
+	// CGOBodyLen is the size of a relay cell body.
+	CGOBodyLen = 509
+	// CGOTagLen is the size of the tag that starts the body: body[0:16].
+	CGOTagLen = 16
+	// CGOMessageLen is the size of the relay message after the tag:
+	// body[16:509].
+	CGOMessageLen = CGOBodyLen - CGOTagLen
+)
+
+// Key sizes (AES-128, as Tor uses for CGO).
+const (
+	cgoAESKeyLen = 16
+	cgoBlockLen  = 16
+	cgoETKeyLen  = cgoAESKeyLen + PolyvalKeyLen // J = KB || KU
+	cgoPRFKeyLen = cgoAESKeyLen + PolyvalKeyLen // S = K || B
+	cgoUIVKeyLen = cgoETKeyLen + cgoPRFKeyLen   // J || S
+	cgoNonceLen  = CGOTagLen
+	// cgoDirKeyLen is one direction's initial key material: J || S || N.
+	cgoDirKeyLen = cgoUIVKeyLen + cgoNonceLen
+	// cgoUpdateLen is what UPDATE_UIV draws from the PRF: J' || S' || N'.
+	cgoUpdateLen = cgoUIVKeyLen + cgoNonceLen
+)
+
+// The PRF's counter layout. The IV has its low six bits cleared, so the
+// counter can step through 64 blocks by changing only those bits; t = 0
+// uses blocks 0..30 (493 bytes), t = 1 starts at block 31.
+const (
+	cgoPRFT0Blocks = (CGOMessageLen + cgoBlockLen - 1) / cgoBlockLen // 31
+	cgoPRFT1Offset = 31
+	cgoPRFT1Blocks = (cgoUpdateLen + cgoBlockLen - 1) / cgoBlockLen // 5
+)
+
+// Compile-time checks of the counter bounds: no counter can leave its six
+// free bits, so no carry ever reaches the rest of the IV. This is the only
+// counter in CGO; keys and nonces are replaced by fresh PRF output after
+// every originated or recognized cell rather than counted.
+var (
+	_ [64 - cgoPRFT0Blocks]struct{}
+	_ [64 - (cgoPRFT1Offset + cgoPRFT1Blocks)]struct{}
+	_ [cgoPRFT1Offset - cgoPRFT0Blocks]struct{}
+)
+
+// cgoNewAES returns an AES-128 instance for a 16-byte key. crypto/aes
+// uses AES-NI where the CPU has it.
+func cgoNewAES(key []byte) cipher.Block {
+	b, err := aes.NewCipher(key[:cgoAESKeyLen])
+	if err != nil {
+		// Unreachable: the key is always 16 bytes.
+		panic("layercrypt: " + err.Error())
+	}
+	return b
+}
+
+// cgoET is ET, an LRW2 tweakable block cipher on one 16-byte block:
+//
+//	ENC_ET((KB,KU), T, M) = UH(KU,T) ^ AES(KB, M ^ UH(KU,T))
+//
+// with UH = POLYVAL and the tweak T = H || AD || X_R, where H is the
+// previous tag T', AD the one-byte cell command and X_R the 493-byte relay
+// message. T is hashed as the blocks H, AD || X_R[0:15] and X_R[15:493]
+// zero-padded to whole blocks.
+type cgoET struct {
+	kb cipher.Block
+	ku Polyval
+}
+
+func (e *cgoET) init(key *[cgoETKeyLen]byte) {
+	e.kb = cgoNewAES(key[:cgoAESKeyLen])
+	e.ku.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
+}
+
+// mask computes UH(KU, h || ad || xr).
+func (e *cgoET) mask(out *[cgoBlockLen]byte, h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte) {
+	var head [2 * cgoBlockLen]byte
+	copy(head[:cgoBlockLen], h[:])
+	head[cgoBlockLen] = ad
+	copy(head[cgoBlockLen+1:], xr[:cgoBlockLen-1])
+	e.ku.Reset()
+	e.ku.Update(head[:])
+	e.ku.UpdatePadded(xr[cgoBlockLen-1:])
+	e.ku.Sum(out)
+}
+
+func (e *cgoET) encrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, block *[cgoBlockLen]byte) {
+	var m [cgoBlockLen]byte
+	e.mask(&m, h, ad, xr)
+	subtle.XORBytes(block[:], block[:], m[:])
+	e.kb.Encrypt(block[:], block[:])
+	subtle.XORBytes(block[:], block[:], m[:])
+	clear(m[:])
+}
+
+func (e *cgoET) decrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, block *[cgoBlockLen]byte) {
+	var m [cgoBlockLen]byte
+	e.mask(&m, h, ad, xr)
+	subtle.XORBytes(block[:], block[:], m[:])
+	e.kb.Decrypt(block[:], block[:])
+	subtle.XORBytes(block[:], block[:], m[:])
+	clear(m[:])
+}
+
+func (e *cgoET) wipe() {
+	e.kb = nil
+	e.ku.Wipe()
+}
+
+// cgoPRF is the tweakable PRF
+//
+//	PRF((K,B), T, t) = CTR(AES_K, IV = (UH(B, T) with its low 6 bits
+//	                   cleared) + 31*t)
+//
+// with T one 16-byte block and t in {0, 1}. Counter blocks are big-endian,
+// but since only the low six bits of the last IV byte ever change, block i
+// is the IV with i added to its last byte.
+type cgoPRF struct {
+	k  cipher.Block
+	b  Polyval
+	ks [cgoPRFT0Blocks * cgoBlockLen]byte // key stream scratch
+}
+
+func (p *cgoPRF) init(key *[cgoPRFKeyLen]byte) {
+	p.k = cgoNewAES(key[:cgoAESKeyLen])
+	p.b.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
+}
+
+// keyStream fills p.ks[:16*n] with n blocks of PRF(S, tweak, t) starting
+// at block offset.
+func (p *cgoPRF) keyStream(tweak *[cgoBlockLen]byte, offset byte, n int) []byte {
+	var iv [cgoBlockLen]byte
+	p.b.Reset()
+	p.b.Update(tweak[:])
+	p.b.Sum(&iv)
+	iv[cgoBlockLen-1] &= 0xc0
+	iv[cgoBlockLen-1] += offset
+	ks := p.ks[:n*cgoBlockLen]
+	for i := 0; i < n; i++ {
+		blk := ks[i*cgoBlockLen : (i+1)*cgoBlockLen]
+		copy(blk, iv[:])
+		blk[cgoBlockLen-1] += byte(i)
+		p.k.Encrypt(blk, blk)
+	}
+	return ks
+}
+
+// xorT0 XORs the first 493 bytes of PRF(S, tweak, 0) into data.
+func (p *cgoPRF) xorT0(tweak *[cgoBlockLen]byte, data *[CGOMessageLen]byte) {
+	ks := p.keyStream(tweak, 0, cgoPRFT0Blocks)
+	subtle.XORBytes(data[:], data[:], ks[:CGOMessageLen])
+}
+
+// genT1 sets out to the first len(out) <= 80 bytes of PRF(S, tweak, 1).
+func (p *cgoPRF) genT1(tweak *[cgoBlockLen]byte, out []byte) {
+	n := (len(out) + cgoBlockLen - 1) / cgoBlockLen
+	if n > cgoPRFT1Blocks {
+		panic("layercrypt: CGO PRF t=1 output too long")
+	}
+	ks := p.keyStream(tweak, cgoPRFT1Offset, n)
+	copy(out, ks)
+}
+
+func (p *cgoPRF) wipe() {
+	p.k = nil
+	p.b.Wipe()
+	clear(p.ks[:])
+}
+
+// cgoUIV is UIV+, the tweakable wide-block cipher on a whole cell body
+// (X_L = the 16-byte tag, X_R = the 493-byte message) with the tweak
+// (H, AD):
+//
+//	ENC_UIV((J,S), H, (X_L,X_R)):  Y_L = ENC_ET(J, H||AD||X_R, X_L)
+//	                               Y_R = X_R ^ PRF(S, Y_L, 0)
+//	DEC_UIV((J,S), H, (Y_L,Y_R)):  X_R = Y_R ^ PRF(S, Y_L, 0)
+//	                               X_L = DEC_ET(J, H||AD||X_R, Y_L)
+//	UPDATE_UIV((J,S), N):          (J', S', N') = PRF(S, N, 1)[0:80]
+type cgoUIV struct {
+	// keys is the current J || S. The running ciphers are derived from it;
+	// it is kept so that state can be compared with the published
+	// vectors.
+	keys [cgoUIVKeyLen]byte
+	j    cgoET
+	s    cgoPRF
+}
+
+func (u *cgoUIV) init(keys *[cgoUIVKeyLen]byte) {
+	u.keys = *keys
+	u.j.init((*[cgoETKeyLen]byte)(u.keys[:cgoETKeyLen]))
+	u.s.init((*[cgoPRFKeyLen]byte)(u.keys[cgoETKeyLen:]))
+}
+
+func cgoSplit(body *[CGOBodyLen]byte) (*[CGOTagLen]byte, *[CGOMessageLen]byte) {
+	return (*[CGOTagLen]byte)(body[:CGOTagLen]), (*[CGOMessageLen]byte)(body[CGOTagLen:])
+}
+
+func (u *cgoUIV) encrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
+	left, right := cgoSplit(body)
+	u.j.encrypt(h, ad, right, left)
+	u.s.xorT0(left, right)
+}
+
+func (u *cgoUIV) decrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
+	left, right := cgoSplit(body)
+	u.s.xorT0(left, right)
+	u.j.decrypt(h, ad, right, left)
+}
+
+// update replaces J and S with fresh PRF output keyed by the old S and
+// tweaked by *nonce, and replaces *nonce too. The old keys cannot be
+// recovered from the new ones: this is CGO's per-cell forward secrecy.
+func (u *cgoUIV) update(nonce *[cgoNonceLen]byte) {
+	var fresh [cgoUpdateLen]byte
+	u.s.genT1(nonce, fresh[:])
+	u.init((*[cgoUIVKeyLen]byte)(fresh[:cgoUIVKeyLen]))
+	copy(nonce[:], fresh[cgoUIVKeyLen:])
+	clear(fresh[:])
+}
+
+func (u *cgoUIV) wipe() {
+	clear(u.keys[:])
+	u.j.wipe()
+	u.s.wipe()
+}
+
+// cgoDir is one direction of one hop's CGO state, (K, N, T'), at the client
+// or at the relay. The six operations below are the proposal's; relays use
+// the relay* ones, clients the client* ones. ad is the cell command byte.
+type cgoDir struct {
+	uiv    cgoUIV
+	nonce  [cgoNonceLen]byte
+	tprime [CGOTagLen]byte
+}
+
+// init sets K and N from 80 bytes of key material (J || S || N); T' starts
+// as zero.
+func (d *cgoDir) init(material *[cgoDirKeyLen]byte) {
+	d.uiv.init((*[cgoUIVKeyLen]byte)(material[:cgoUIVKeyLen]))
+	copy(d.nonce[:], material[cgoUIVKeyLen:])
+	clear(d.tprime[:])
+}
+
+// relayForward processes a cell travelling away from the client and
+// reports whether this hop is its destination (its tag decrypted to N).
+// T' always advances; K and N advance only when the cell is recognized.
+func (d *cgoDir) relayForward(ad byte, body *[CGOBodyLen]byte) bool {
+	d.uiv.encrypt(&d.tprime, ad, body)
+	copy(d.tprime[:], body[:CGOTagLen])
+	if subtle.ConstantTimeCompare(d.tprime[:], d.nonce[:]) != 1 {
+		return false
+	}
+	d.uiv.update(&d.nonce)
+	return true
+}
+
+// relayBackward adds this hop's layer to a cell travelling toward the
+// client.
+func (d *cgoDir) relayBackward(ad byte, body *[CGOBodyLen]byte) {
+	d.uiv.encrypt(&d.tprime, ad, body)
+	copy(d.tprime[:], body[:CGOTagLen])
+}
+
+// relayOriginate encrypts a message that this hop sends toward the client:
+// the tag slot is set to N, the body encrypted, and the resulting tag
+// becomes both T' and the tweak for the key update.
+func (d *cgoDir) relayOriginate(ad byte, body *[CGOBodyLen]byte) {
+	copy(body[:CGOTagLen], d.nonce[:])
+	d.uiv.encrypt(&d.tprime, ad, body)
+	copy(d.tprime[:], body[:CGOTagLen])
+	copy(d.nonce[:], body[:CGOTagLen])
+	d.uiv.update(&d.nonce)
+}
+
+// clientForward adds the client's layer for a hop that the cell passes
+// through (the hop will remove it with relayForward).
+func (d *cgoDir) clientForward(ad byte, body *[CGOBodyLen]byte) {
+	var next [CGOTagLen]byte
+	copy(next[:], body[:CGOTagLen])
+	d.uiv.decrypt(&d.tprime, ad, body)
+	d.tprime = next
+}
+
+// clientOriginate prepares a cell for the hop this state is shared with:
+// the tag slot is set to N, which is what the hop's relayForward will find.
+func (d *cgoDir) clientOriginate(ad byte, body *[CGOBodyLen]byte) {
+	copy(body[:CGOTagLen], d.nonce[:])
+	d.clientForward(ad, body)
+	d.uiv.update(&d.nonce)
+}
+
+// clientBackward removes one hop's layer from a cell arriving at the client
+// and reports whether that hop originated it. T' always advances; K and N
+// advance only when the cell is recognized.
+func (d *cgoDir) clientBackward(ad byte, body *[CGOBodyLen]byte) bool {
+	var orig [CGOTagLen]byte
+	copy(orig[:], body[:CGOTagLen])
+	d.uiv.decrypt(&d.tprime, ad, body)
+	d.tprime = orig
+	if subtle.ConstantTimeCompare(body[:CGOTagLen], d.nonce[:]) != 1 {
+		return false
+	}
+	d.nonce = orig
+	d.uiv.update(&d.nonce)
+	return true
+}
+
+func (d *cgoDir) wipe() {
+	d.uiv.wipe()
+	clear(d.nonce[:])
+	clear(d.tprime[:])
+}
