@@ -1,0 +1,168 @@
+package layercrypt
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// BenchmarkCGOForwardPassThrough is a relay forwarding a cell that is not
+// for it: one UIV+ encryption, no key update.
+func BenchmarkCGOForwardPassThrough(b *testing.B) {
+	r, err := NewRelayCrypt(cgoKeyStream(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var body [CGOBodyLen]byte
+	fillRand(rand.New(rand.NewPCG(1, 1)), body[:])
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for range b.N {
+		if r.Forward(&body) {
+			b.Fatal("random cell recognized")
+		}
+	}
+}
+
+// BenchmarkCGOBackwardPassThrough is a relay adding its layer to a cell
+// from a later hop.
+func BenchmarkCGOBackwardPassThrough(b *testing.B) {
+	r, err := NewRelayCrypt(cgoKeyStream(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var body [CGOBodyLen]byte
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for range b.N {
+		r.Backward(&body)
+	}
+}
+
+// BenchmarkCGORelayOriginate is a relay (e.g. the exit) sending a message
+// toward the client: one UIV+ encryption and a key update.
+func BenchmarkCGORelayOriginate(b *testing.B) {
+	r, err := NewRelayCrypt(cgoKeyStream(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var body [CGOBodyLen]byte
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for range b.N {
+		r.Originate(&body)
+	}
+}
+
+// BenchmarkCGORelayForwardForUs is the exit receiving a cell addressed to
+// it: one UIV+ encryption and a key update. Cells are prepared in batches
+// with the timer stopped.
+func BenchmarkCGORelayForwardForUs(b *testing.B) {
+	c := newCGOCircuit(b, 1, 1)
+	const batch = 1024
+	cells := make([][CGOBodyLen]byte, batch)
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		n := min(batch, b.N-done)
+		b.StopTimer()
+		for i := range n {
+			if err := c.client.Encrypt(0, &cells[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		for i := range n {
+			if !c.relays[0].Forward(&cells[i]) {
+				b.Fatal("cell not recognized")
+			}
+		}
+	}
+}
+
+// BenchmarkCGOClientEncrypt3Hops is the client sending to the third hop:
+// one UIV+ decryption per hop and one key update.
+func BenchmarkCGOClientEncrypt3Hops(b *testing.B) {
+	c := newCGOCircuit(b, 3, 1)
+	var body [CGOBodyLen]byte
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for range b.N {
+		if err := c.client.Encrypt(2, &body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCGOClientDecrypt3Hops is the client receiving from the third
+// hop: three UIV+ decryptions and one key update. Cells are prepared by
+// the relays in batches with the timer stopped.
+func BenchmarkCGOClientDecrypt3Hops(b *testing.B) {
+	c := newCGOCircuit(b, 3, 1)
+	const batch = 1024
+	cells := make([][CGOBodyLen]byte, batch)
+	b.ReportAllocs()
+	b.SetBytes(CGOBodyLen)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		n := min(batch, b.N-done)
+		b.StopTimer()
+		for i := range n {
+			c.originateBackward(2, &cells[i])
+		}
+		b.StartTimer()
+		for i := range n {
+			if hop, err := c.client.Decrypt(&cells[i]); err != nil || hop != 2 {
+				b.Fatal(hop, err)
+			}
+		}
+	}
+}
+
+// BenchmarkCGOUIVUpdate is the per-cell key ratchet alone.
+func BenchmarkCGOUIVUpdate(b *testing.B) {
+	var keys [cgoUIVKeyLen]byte
+	var nonce [cgoNonceLen]byte
+	var u cgoUIV
+	u.init(&keys)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		u.update(&nonce)
+	}
+}
+
+// BenchmarkCGOETMask is ET's POLYVAL over the 510-byte tweak.
+func BenchmarkCGOETMask(b *testing.B) {
+	var key [cgoETKeyLen]byte
+	var et cgoET
+	et.init(&key)
+	var h [CGOTagLen]byte
+	var xr [CGOMessageLen]byte
+	var out [cgoBlockLen]byte
+	b.ReportAllocs()
+	b.SetBytes(CGOTagLen + 1 + CGOMessageLen)
+	b.ResetTimer()
+	for range b.N {
+		et.mask(&out, &h, 3, &xr)
+	}
+}
+
+// BenchmarkCGOPRFT0 is the PRF's 493-byte key stream XOR.
+func BenchmarkCGOPRFT0(b *testing.B) {
+	var key [cgoPRFKeyLen]byte
+	var prf cgoPRF
+	prf.init(&key)
+	var tweak [cgoBlockLen]byte
+	var data [CGOMessageLen]byte
+	b.ReportAllocs()
+	b.SetBytes(CGOMessageLen)
+	b.ResetTimer()
+	for range b.N {
+		prf.xorT0(&tweak, &data)
+	}
+}
