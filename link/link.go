@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
+	"github.com/chive-net/chive/internal/coalesce"
 	"github.com/chive-net/chive/layercrypt"
 )
 
@@ -112,7 +113,7 @@ func (c *Config) yamuxConfig() *yamux.Config {
 type Link struct {
 	peer      layercrypt.RelayID // zero when the peer is an anonymous client
 	initiator bool
-	conn      *coalescer
+	conn      *coalesce.Conn
 	sess      *yamux.Session
 	control   net.Conn
 	log       *zap.Logger
@@ -195,7 +196,7 @@ func Dial(ctx context.Context, addr string, expect layercrypt.RelayID, cfg *Conf
 		raw.Close()
 		return nil, ErrALPN
 	}
-	co := newCoalescer(tconn, 0)
+	co := coalesce.New(tconn, 0)
 	sess, err := yamux.Client(co, c.yamuxConfig())
 	if err != nil {
 		co.Close()
@@ -211,7 +212,7 @@ func Dial(ctx context.Context, addr string, expect layercrypt.RelayID, cfg *Conf
 	return l, nil
 }
 
-func newLink(peer layercrypt.RelayID, initiator bool, co *coalescer, sess *yamux.Session, control net.Conn, c *Config) *Link {
+func newLink(peer layercrypt.RelayID, initiator bool, co *coalesce.Conn, sess *yamux.Session, control net.Conn, c *Config) *Link {
 	l := &Link{
 		peer:      peer,
 		initiator: initiator,
@@ -264,7 +265,7 @@ func (l *Link) controlLoop(lo, hi time.Duration) {
 			return
 		case <-t.C:
 		}
-		if idle := time.Since(l.conn.idleSince()); idle >= lo {
+		if idle := time.Since(l.conn.LastFlush()); idle >= lo {
 			l.control.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if _, err := l.control.Write(frame); err != nil {
 				return
@@ -401,7 +402,7 @@ func (l *Listener) handshake(raw net.Conn) (*Link, error) {
 		}
 		peer = id
 	}
-	co := newCoalescer(tconn, 0)
+	co := coalesce.New(tconn, 0)
 	sess, err := yamux.Server(co, l.cfg.yamuxConfig())
 	if err != nil {
 		co.Close()

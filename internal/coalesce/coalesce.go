@@ -1,4 +1,20 @@
-package link
+// Package coalesce batches the writes of a yamux session into few writes on
+// the connection beneath it.
+//
+// yamux writes every frame as two Write calls (its 12-byte header, then the
+// body) from a single send loop. Over TLS each Write becomes at least one
+// record and usually a syscall; over a circuit each would become at least one
+// cell. Conn sits between yamux and the real connection: Write only appends to
+// a buffer, and one flusher goroutine writes whatever has accumulated. Under
+// load many frames leave in one write; when idle a frame leaves at once, with
+// no added latency. A data header is kept back until its body arrives, so a
+// frame is not split across two writes needlessly; it is never kept back
+// longer than the next Write.
+//
+// Header recognition relies on yamux's framing (version 0; type 0 = data;
+// big-endian length in bytes 8..12) and on the body following its header from
+// the same send loop, which is how yamux v0.1 writes.
+package coalesce
 
 import (
 	"encoding/binary"
@@ -9,35 +25,25 @@ import (
 	"time"
 )
 
-// yamux writes every frame as two conn.Write calls (its 12-byte header, then
-// the body) from a single send loop. Over TLS each Write becomes at least one
-// record and usually one syscall, so a stream of small cell frames would cost
-// two records per cell. coalescer sits between yamux and the TLS conn: Write
-// only appends to a buffer, and one flusher goroutine writes whatever has
-// accumulated. Under load many frames leave in one TLS write; when idle a frame
-// leaves at once (no added latency). A data header is held back until its body
-// arrives so that a frame is never split across two records needlessly.
-//
-// The header recognition relies on yamux's framing (version 0; type 0 = data;
-// big-endian length in bytes 8..12) and on the body always following its
-// header from the same send loop, which is how yamux v0.1 writes.
-
 const (
-	yamuxHeaderLen   = 12
-	yamuxTypeData    = 0
-	defaultMaxBuffer = 256 << 10
+	yamuxHeaderLen = 12
+	yamuxTypeData  = 0
+	// DefaultMaxBuffer bounds what Write accepts before it blocks.
+	DefaultMaxBuffer = 256 << 10
 )
 
-var errCoalescerClosed = errors.New("link: connection closed")
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("coalesce: connection closed")
 
-type coalescer struct {
+// Conn is a net.Conn whose writes are batched by a flusher goroutine.
+type Conn struct {
 	net.Conn
 
-	lastWrite atomic.Int64 // unix nanoseconds of the last flush, for idle padding
+	lastFlush atomic.Int64 // unix nanoseconds of the last completed write
 
 	mu     sync.Mutex // guards the following fields
-	work   sync.Cond  // signalled when buf gains a complete frame or on close
-	space  sync.Cond  // signalled when buf is emptied or on failure
+	work   sync.Cond  // signalled when buf gains flushable bytes, or on close
+	space  sync.Cond  // signalled when buf is taken by the flusher, or on failure
 	buf    []byte
 	spare  []byte
 	held   bool // buf ends in a data header whose body has not arrived yet
@@ -45,33 +51,35 @@ type coalescer struct {
 	err    error
 	max    int
 
-	done chan struct{}
+	done chan struct{} // closed when the flusher exits
 }
 
-func newCoalescer(c net.Conn, max int) *coalescer {
+// New wraps c. max bounds the buffered bytes (DefaultMaxBuffer if <= 0).
+func New(c net.Conn, max int) *Conn {
 	if max <= 0 {
-		max = defaultMaxBuffer
+		max = DefaultMaxBuffer
 	}
-	w := &coalescer{Conn: c, max: max, done: make(chan struct{})}
+	w := &Conn{Conn: c, max: max, done: make(chan struct{})}
 	w.work.L = &w.mu
 	w.space.L = &w.mu
-	w.lastWrite.Store(time.Now().UnixNano())
+	w.lastFlush.Store(time.Now().UnixNano())
 	go w.flushLoop()
 	return w
 }
 
-// Write queues p for the flusher. It blocks only while the buffer is full.
-func (w *coalescer) Write(p []byte) (int, error) {
+// Write queues p for the flusher. It blocks only while the buffer is full,
+// and returns the error of an earlier failed flush.
+func (w *Conn) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for !w.closed && w.err == nil && len(w.buf) > 0 && len(w.buf)+len(p) > w.max && !w.held {
+	for !w.closed && w.err == nil && w.flushableLocked() > 0 && len(w.buf)+len(p) > w.max {
 		w.space.Wait()
 	}
 	if w.err != nil {
 		return 0, w.err
 	}
 	if w.closed {
-		return 0, errCoalescerClosed
+		return 0, ErrClosed
 	}
 	wasHeld := w.held
 	w.buf = append(w.buf, p...)
@@ -87,24 +95,34 @@ func isDataHeaderWithBody(p []byte) bool {
 		binary.BigEndian.Uint32(p[8:12]) > 0
 }
 
-func (w *coalescer) flushLoop() {
+// flushableLocked is how many leading bytes of buf may leave now: all but a
+// held header.
+func (w *Conn) flushableLocked() int {
+	if w.held {
+		return len(w.buf) - yamuxHeaderLen
+	}
+	return len(w.buf)
+}
+
+func (w *Conn) flushLoop() {
 	defer close(w.done)
 	for {
 		w.mu.Lock()
-		for !w.closed && (len(w.buf) == 0 || w.held) {
+		for !w.closed && w.flushableLocked() == 0 {
 			w.work.Wait()
 		}
-		if len(w.buf) == 0 || w.err != nil {
+		n := w.flushableLocked()
+		if n == 0 || w.err != nil {
 			w.mu.Unlock()
 			return
 		}
-		out := w.buf
-		w.buf = w.spare[:0]
+		out := w.buf[:n]
+		w.buf = append(w.spare[:0], w.buf[n:]...) // keep a held header
 		w.space.Broadcast()
 		w.mu.Unlock()
 
 		_, err := w.Conn.Write(out)
-		w.lastWrite.Store(time.Now().UnixNano())
+		w.lastFlush.Store(time.Now().UnixNano())
 
 		w.mu.Lock()
 		w.spare = out[:0]
@@ -120,15 +138,16 @@ func (w *coalescer) flushLoop() {
 	}
 }
 
-// idleSince reports when data last left.
-func (w *coalescer) idleSince() time.Time { return time.Unix(0, w.lastWrite.Load()) }
+// LastFlush reports when data last left.
+func (w *Conn) LastFlush() time.Time { return time.Unix(0, w.lastFlush.Load()) }
 
-// Close flushes what is queued (bounded by the conn's own write deadline)
-// and closes the connection.
-func (w *coalescer) Close() error {
+// Close sends what is queued (giving up after a second), closes the
+// connection and waits for the flusher. It is idempotent.
+func (w *Conn) Close() error {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
+		<-w.done
 		return w.Conn.Close()
 	}
 	w.closed = true
@@ -136,8 +155,6 @@ func (w *coalescer) Close() error {
 	w.work.Broadcast()
 	w.space.Broadcast()
 	w.mu.Unlock()
-	// Give the flusher a moment to send what is queued (a DESTROY or GoAway),
-	// then close regardless.
 	w.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	<-w.done
 	return w.Conn.Close()
