@@ -87,19 +87,19 @@ func ntor3LowOrder(side, what string) error {
 
 // KeyStream is the handshake's output key-derivation stream: the SHAKE-256
 // output of KDF_final after its first ENC_KEY_LEN bytes (the spec's
-// KEYSTREAM). Both sides read the same bytes in the same order. A KeyStream is
-// not safe for concurrent use.
+// KEYSTREAM). Both sides read the same bytes in the same order. Only a
+// handshake makes one; it is not safe for concurrent use.
 type KeyStream struct {
-	xof   sha3.SHAKE // the zero value is SHAKE-256
-	wiped bool
+	xof  sha3.SHAKE // the zero value is SHAKE-256
+	live bool       // set by the handshake, cleared by Wipe
 }
 
-// Read fills p with the next len(p) bytes of the stream. It never fails;
-// reading after Wipe is a programming error and panics, so that a wiped
-// stream can never hand out predictable key material.
+// Read fills p with the next len(p) bytes of the stream. It never fails.
+// Reading a wiped (or zero-value) KeyStream is a programming error and
+// panics, so that such a stream can never hand out predictable key material.
 func (k *KeyStream) Read(p []byte) (int, error) {
-	if k.wiped {
-		panic("layercrypt: KeyStream read after Wipe")
+	if !k.live {
+		panic("layercrypt: read of a wiped or unset KeyStream")
 	}
 	return k.xof.Read(p)
 }
@@ -110,7 +110,7 @@ func (k *KeyStream) Wipe() {
 		return
 	}
 	k.xof.Reset()
-	k.wiped = true
+	k.live = false
 }
 
 // NtorV3Client is the client's state between sending the onionskin and
@@ -175,7 +175,7 @@ func ntor3NewClient(x *[OnionKeyLen]byte, id RelayID, onion OnionPublicKey, veri
 // ErrHandshakeFailed. Finish wipes c whatever the outcome; a second call is
 // an error.
 func (c *NtorV3Client) Finish(reply []byte) (serverMsg []byte, keys *KeyStream, err error) {
-	if c.used {
+	if c == nil || c.used {
 		return nil, nil, errNtor3ClientUsed
 	}
 	defer c.Wipe()
@@ -392,7 +392,7 @@ func ntor3KeySeedVerify(seed, verify *[ntor3DigestLen]byte, xy, xb *[32]byte,
 // ntor3FinalKeys starts KDF_final(key_seed), takes ENC_KEY from its first
 // bytes and returns the rest as the KeyStream.
 func ntor3FinalKeys(encKey *[ntor3EncKeyLen]byte, seed *[ntor3DigestLen]byte) *KeyStream {
-	ks := new(KeyStream)
+	ks := &KeyStream{live: true}
 	ks.xof.Write(ntor3TweakFinal)
 	ks.xof.Write(seed[:])
 	ks.xof.Read(encKey[:])

@@ -651,14 +651,19 @@ func TestNtorV3Wipe(t *testing.T) {
 	ks.Wipe()
 	ks.Wipe()
 	(*KeyStream)(nil).Wipe()
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("Read after Wipe did not panic")
-			}
+	for name, k := range map[string]*KeyStream{"wiped": ks, "zero": new(KeyStream)} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatalf("Read of a %s KeyStream did not panic", name)
+				}
+			}()
+			k.Read(make([]byte, 1))
 		}()
-		ks.Read(make([]byte, 1))
-	}()
+	}
+	if _, _, err := (*NtorV3Client)(nil).Finish(v.resp); !errors.Is(err, errNtor3ClientUsed) {
+		t.Fatalf("Finish on nil: error = %v", err)
+	}
 }
 
 // FuzzNtorV3Server feeds arbitrary onionskins to the relay side, holding the
