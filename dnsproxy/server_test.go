@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMain(m *testing.M) {
@@ -827,5 +829,38 @@ func TestIsolationKey(t *testing.T) {
 		if got := IsolationKey("127.0.0.1:9053", c.client); got != c.want {
 			t.Errorf("IsolationKey(%v): got %q, want %q", c.client, got, c.want)
 		}
+	}
+}
+
+func TestServerLogsArePrivate(t *testing.T) {
+	for _, unsafe := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unsafe=%v", unsafe), func(t *testing.T) {
+			core, logs := observer.New(zap.DebugLevel)
+			n := newTestNet(t, func(c *ServerConfig) {
+				c.Log = zap.New(core)
+				c.UnsafeLogging = unsafe
+			})
+			c := &dns.Client{Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
+			for _, name := range []string{"www.chive.test.", "nope.chive.test.", servfailName} {
+				if _, _, err := c.Exchange(question(name, dns.TypeA), n.server.Addr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Exchange(question("www.chive.test.", dns.TypeA), n.server.Addr()) // cache hit
+			n.exch.fail.Store(true)
+			c.Exchange(question("fail.chive.test.", dns.TypeA), n.server.Addr())
+
+			var all strings.Builder
+			for _, e := range logs.All() {
+				fmt.Fprintln(&all, e.Message, e.ContextMap())
+			}
+			if logs.Len() < 5 {
+				t.Fatalf("want a debug line per query, got:\n%s", all.String())
+			}
+			leaked := strings.Contains(all.String(), "chive.test") || strings.Contains(all.String(), "127.0.0.2")
+			if leaked != unsafe {
+				t.Errorf("names or client address in logs: %v, want %v; logs:\n%s", leaked, unsafe, all.String())
+			}
+		})
 	}
 }
