@@ -144,3 +144,9 @@ func (e *SignatureError) Error() string {
 
 // Is makes errors.Is(err, ErrNotEnoughSignatures) true.
 func (e *SignatureError) Is(target error) bool { return target == ErrNotEnoughSignatures }
+
+// mustNotHappen reports a broken internal invariant as an error rather than
+// a panic, so that a parser bug cannot crash a relay or client.
+func mustNotHappen(format string, args ...any) error {
+	return fmt.Errorf("netdoc: internal error: "+format, args...)
+}

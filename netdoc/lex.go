@@ -59,8 +59,15 @@ func (l *lexer) errf(sentinel error, format string, args ...any) error {
 	return &ParseError{Doc: l.docName, Line: l.cur.num, Keyword: l.cur.kw, Err: errorf(sentinel, format, args...)}
 }
 
-// wrap makes a ParseError for the current line around err.
+// wrap makes a ParseError for the current line around err. A nil err and
+// an error that already is a *ParseError are returned unchanged.
 func (l *lexer) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*ParseError); ok {
+		return err
+	}
 	return &ParseError{Doc: l.docName, Line: l.cur.num, Keyword: l.cur.kw, Err: err}
 }
 
