@@ -54,10 +54,11 @@ const (
 
 // ClassSpec is what one delay class means on this relay. Each cell's added
 // delay is drawn from an exponential distribution with mean Mean and then
-// clamped to Cap, so the distribution actually used is an exponential
-// truncated at Cap: with the default Cap of 10 x Mean, a fraction e^-10
-// (about 0.005%) of samples are clamped, and the true mean is
-// Mean x (1 - e^-10) rather than Mean.
+// clamped to Cap, so the distribution actually used is the exponential
+// truncated at Cap, with the tail's probability e^(-Cap/Mean) placed on Cap
+// itself: min(Exp(Mean), Cap), whose mean is Mean x (1 - e^(-Cap/Mean)).
+// With the default Cap of 10 x Mean, about 0.005% of draws are clamped and
+// the mean is 0.99995 x Mean; clamped draws are counted in the metrics.
 type ClassSpec struct {
 	// Class names the spec in metrics; it has no effect on delays.
 	Class Class

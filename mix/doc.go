@@ -14,8 +14,10 @@
 // where d_prev is the departure of the queue's previous cell. Cells of one
 // circuit-direction therefore leave in order; cells of different circuits
 // interleave at random. The delay distribution is an exponential truncated
-// at Cap (default 10 x Mean, clamping about 0.005% of draws); the relay's
-// configured ClassSpec, not the client, sets Mean and Cap. Class 0
+// at Cap (default 10 x Mean, clamping about 0.005% of draws, which then
+// depart Cap after arrival); the relay's configured ClassSpec, not the
+// client, sets Mean and Cap. With Config.Resolution > 0 a cell may leave up
+// to Resolution after d, batched with others that came due meanwhile. Class 0
 // (interactive) has mean 0: circuit code bypasses the scheduler for it, and
 // a Push on such a queue releases the cell at once without touching the
 // scheduler's heap.

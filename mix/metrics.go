@@ -2,6 +2,7 @@ package mix
 
 import (
 	"math"
+	"sort"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,8 +49,8 @@ import (
 type Metrics struct {
 	delay     *prometheus.HistogramVec
 	capped    *prometheus.CounterVec
-	others    prometheus.Histogram
-	entropy   prometheus.Histogram
+	others    *batchHistogram
+	entropy   *batchHistogram
 	discarded prometheus.Counter
 	blocked   prometheus.Counter
 
@@ -81,16 +82,12 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 			Namespace: namespace, Subsystem: sub, Name: "delay_capped_total",
 			Help: "Sampled delays clamped to the class's cap (the distribution is truncated there), by delay class.",
 		}, []string{"class"}),
-		others: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace, Subsystem: sub, Name: "departure_other_circuits",
-			Help:    "For each departing cell, the number of other circuit-directions that had a cell waiting in the pool.",
-			Buckets: othersBuckets,
-		}),
-		entropy: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace, Subsystem: sub, Name: "departure_entropy_bits",
-			Help:    "For each departing cell, the Shannon entropy (bits) of which circuit-direction it came from, given the pool.",
-			Buckets: entropyBuckets,
-		}),
+		others: newBatchHistogram(prometheus.BuildFQName(namespace, sub, "departure_other_circuits"),
+			"For each departing cell, the number of other circuit-directions that had a cell waiting in the pool.",
+			othersBuckets),
+		entropy: newBatchHistogram(prometheus.BuildFQName(namespace, sub, "departure_entropy_bits"),
+			"For each departing cell, the Shannon entropy (bits) of which circuit-direction it came from, given the pool.",
+			entropyBuckets),
 		discarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: sub, Name: "discarded_cells_total",
 			Help: "Cells discarded because their queue was closed (circuit destroyed) before they departed or were written.",
@@ -168,3 +165,50 @@ func wlog2wSlow(w int) int64 {
 	}
 	return int64(math.Round(float64(w) * math.Log2(float64(w)) * (1 << entropyShift)))
 }
+
+// batchHistogram is a histogram that takes a value together with a count,
+// so that the k cells of one departure batch, which share their anonymity
+// figures, cost one update rather than k.
+type batchHistogram struct {
+	desc    *prometheus.Desc
+	upper   []float64       // bucket upper bounds, increasing
+	counts  []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sumBits atomic.Uint64   // float64 bits of the sum of observations
+}
+
+func newBatchHistogram(name, help string, upper []float64) *batchHistogram {
+	return &batchHistogram{
+		desc:   prometheus.NewDesc(name, help, nil, nil),
+		upper:  upper,
+		counts: make([]atomic.Uint64, len(upper)+1),
+	}
+}
+
+// observeN records n observations of v.
+func (h *batchHistogram) observeN(v float64, n int) {
+	h.counts[sort.SearchFloat64s(h.upper, v)].Add(uint64(n))
+	for {
+		old := h.sumBits.Load()
+		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v*float64(n))) {
+			return
+		}
+	}
+}
+
+// metric returns the histogram's current value.
+func (h *batchHistogram) metric() prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.upper))
+	var count uint64
+	for i, ub := range h.upper {
+		count += h.counts[i].Load()
+		buckets[ub] = count
+	}
+	count += h.counts[len(h.upper)].Load()
+	return prometheus.MustNewConstHistogram(h.desc, count, math.Float64frombits(h.sumBits.Load()), buckets)
+}
+
+// Describe implements prometheus.Collector.
+func (h *batchHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+// Collect implements prometheus.Collector.
+func (h *batchHistogram) Collect(ch chan<- prometheus.Metric) { ch <- h.metric() }

@@ -151,8 +151,8 @@ func TestMetricsPoolAndAnonymity(t *testing.T) {
 		h    prometheus.Metric
 		want float64
 	}{
-		{"others", m.others, wantOthers},
-		{"entropy", m.entropy, wantEntropy},
+		{"others", m.others.metric(), wantOthers},
+		{"entropy", m.entropy.metric(), wantEntropy},
 		{"delay", m.delay.WithLabelValues("balanced").(prometheus.Metric), wantDelay},
 	} {
 		sum, n := histogramSumCount(t, c.h)
@@ -194,5 +194,27 @@ func TestMetricsCappedCounter(t *testing.T) {
 	got := counterValue(t, m.capped.WithLabelValues("high-latency"))
 	if got < 300 || got > 440 {
 		t.Errorf("delay_capped_total = %v of 1000, want about 368", got)
+	}
+}
+
+func TestBatchHistogram(t *testing.T) {
+	h := newBatchHistogram("x", "help", []float64{0, 1, 2})
+	h.observeN(0, 3)
+	h.observeN(1.5, 2)
+	h.observeN(2, 1)
+	h.observeN(100, 1)
+	var m dto.Metric
+	if err := h.metric().Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	hg := m.GetHistogram()
+	if hg.GetSampleCount() != 7 || hg.GetSampleSum() != 105 {
+		t.Errorf("count %d sum %v, want 7 and 105", hg.GetSampleCount(), hg.GetSampleSum())
+	}
+	want := map[float64]uint64{0: 3, 1: 3, 2: 6}
+	for _, b := range hg.GetBucket() {
+		if got := b.GetCumulativeCount(); got != want[b.GetUpperBound()] {
+			t.Errorf("bucket le=%v: %d, want %d", b.GetUpperBound(), got, want[b.GetUpperBound()])
+		}
 	}
 }

@@ -40,6 +40,7 @@ type core struct {
 	released  int        // the first released cells of the held ones have reached their departure time
 	lastDep   int64      // departure time of the last pushed cell
 	scheduled bool       // in the heap, or popped by tick and not yet put back or dropped
+	signalled bool       // Ready was signalled since the last PopReady: no need to again
 	closed    bool
 	waiters   int // Push calls blocked on space
 
@@ -148,7 +149,11 @@ func (q *Queue[T]) Push(ctx context.Context, item T) error {
 	c.n++
 	s.held.Add(1)
 	waiting := c.n - 1 - c.released // before this cell
-	s.noteWaiting(waiting, waiting+1)
+	if c.spec.Mean > 0 {
+		// Undelayed cells are not mixed: they stay out of the anonymity
+		// bookkeeping (see Metrics).
+		s.noteWaiting(waiting, waiting+1)
+	}
 	if waiting == 0 {
 		switch {
 		case dep <= now:
@@ -208,6 +213,7 @@ func (q *Queue[T]) PopReady(dst []T) []T {
 		// the caller is already here.
 		c.releaseDueLocked(c.s.now(), false)
 	}
+	c.signalled = false // releases from now on must signal again
 	k := c.released
 	if k == 0 {
 		return dst
@@ -252,7 +258,9 @@ func (q *Queue[T]) Close() []T {
 			out = append(out, q.items[(c.head+i)&mask])
 		}
 		s.held.Add(-int64(c.n))
-		s.noteWaiting(c.n-c.released, 0)
+		if c.spec.Mean > 0 {
+			s.noteWaiting(c.n-c.released, 0)
+		}
 		if s.metrics != nil {
 			s.metrics.discarded.Add(float64(c.n))
 		}
@@ -275,20 +283,21 @@ func (c *core) releaseDueLocked(now int64, signalReady bool) {
 	if k == 0 {
 		return
 	}
-	if m := c.s.metrics; m != nil {
+	if m := c.s.metrics; m != nil && c.spec.Mean > 0 {
 		// The departing cells were in the pool until now: measure the pool
 		// as it was, then take them out.
 		others, entropy := c.s.anonymity()
+		m.others.observeN(others, k)
+		m.entropy.observeN(entropy, k)
 		for i := 0; i < k; i++ {
 			st := c.stamps[(c.head+c.released+i)&mask]
 			c.delayObs.Observe(float64(now-st.arrival) / 1e9)
-			m.others.Observe(others)
-			m.entropy.Observe(entropy)
 		}
+		c.s.noteWaiting(waiting, waiting-k)
 	}
 	c.released += k
-	c.s.noteWaiting(waiting, waiting-k)
-	if signalReady {
+	if signalReady && !c.signalled {
+		c.signalled = true
 		signal(c.ready)
 	}
 }

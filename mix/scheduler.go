@@ -32,18 +32,33 @@ type Config struct {
 	// Metrics, when set, receives the pool, delay and anonymity measurements.
 	// One Metrics serves one Scheduler.
 	Metrics *Metrics
+	// Resolution is the shortest time Run sleeps between two releases. 0
+	// releases every cell at its departure time exactly (as exactly as the
+	// clock's timers allow). A positive value lets Run wake at most once per
+	// Resolution, so a cell may leave up to Resolution after its departure
+	// time, in one batch with every other cell that came due meanwhile:
+	// fewer wake-ups when departures are dense, at the price of that much
+	// extra delay. DefaultResolution suits relays.
+	Resolution time.Duration
 }
+
+// DefaultResolution is the Resolution a relay should use: small against the
+// balanced class's mean (2% of 5 ms), large against the spacing of
+// departures at 100k cells/s (10 us).
+const DefaultResolution = 100 * time.Microsecond
 
 // Scheduler holds every delayed cell of a relay and releases each when its
 // departure time comes. It has one min-heap with at most one entry per queue
 // (the departure time of that queue's first waiting cell), one timer and one
 // goroutine (Run), whatever the number of cells and circuits.
 type Scheduler struct {
-	clock   Clock
-	epoch   time.Time // times are kept as int64 nanoseconds since epoch
-	metrics *Metrics
-	wake    chan struct{} // capacity 1; tells Run that the heap's minimum moved earlier
-	running atomic.Bool
+	clock      Clock
+	epoch      time.Time // times are kept as int64 nanoseconds since epoch
+	resolution time.Duration
+	system     bool // clock is SystemClock()
+	metrics    *Metrics
+	wake       chan struct{} // capacity 1; tells Run that the heap's minimum moved earlier
+	running    atomic.Bool
 
 	rngMu sync.Mutex // guards rng
 	rng   *rand.Rand
@@ -66,10 +81,11 @@ type Scheduler struct {
 // be released.
 func NewScheduler(cfg Config) *Scheduler {
 	s := &Scheduler{
-		clock:   cfg.Clock,
-		rng:     cfg.Rand,
-		metrics: cfg.Metrics,
-		wake:    make(chan struct{}, 1),
+		clock:      cfg.Clock,
+		rng:        cfg.Rand,
+		metrics:    cfg.Metrics,
+		resolution: max(cfg.Resolution, 0),
+		wake:       make(chan struct{}, 1),
 	}
 	if s.clock == nil {
 		s.clock = SystemClock()
@@ -79,6 +95,7 @@ func NewScheduler(cfg Config) *Scheduler {
 		crand.Read(seed[:]) // never fails (crypto/rand crashes the program instead)
 		s.rng = rand.New(rand.NewChaCha8(seed))
 	}
+	_, s.system = s.clock.(systemClock)
 	s.epoch = s.clock.Now()
 	if s.metrics != nil {
 		s.metrics.sched.Store(s)
@@ -92,7 +109,14 @@ func NewScheduler(cfg Config) *Scheduler {
 func (s *Scheduler) Pooled() int { return int(s.held.Load()) }
 
 // now returns the clock's time in nanoseconds since s.epoch.
-func (s *Scheduler) now() int64 { return int64(s.clock.Now().Sub(s.epoch)) }
+func (s *Scheduler) now() int64 {
+	if s.system {
+		// time.Since reads only the monotonic clock: cheaper than Now,
+		// which reads the wall clock too.
+		return int64(time.Since(s.epoch))
+	}
+	return int64(s.clock.Now().Sub(s.epoch))
+}
 
 // Run is the scheduler's one goroutine: it sleeps on one timer until the
 // earliest departure time, releases every cell that has reached its time and
@@ -111,8 +135,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}()
 	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		now := s.now()
 		var fire <-chan time.Time
-		if next, ok := s.tick(s.now()); ok {
+		if next, ok := s.tick(now); ok {
+			next = max(next, now+int64(s.resolution))
+			if next <= s.now() {
+				continue // due already: no need to sleep
+			}
 			if at := s.epoch.Add(time.Duration(next)); timer == nil {
 				timer = s.clock.NewTimer(at)
 			} else {

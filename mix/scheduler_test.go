@@ -479,3 +479,76 @@ func TestHeapOneEntryPerQueue(t *testing.T) {
 		t.Errorf("Pooled() = %d after closing all", got)
 	}
 }
+
+// TestRunResolution checks Config.Resolution: Run sleeps at least that long
+// between releases, and each cell leaves less than that after its
+// departure time.
+func TestRunResolution(t *testing.T) {
+	const (
+		queues = 40
+		seed   = 12
+		res    = 2 * time.Millisecond
+	)
+	fc := NewFakeClock(testEpoch)
+	s := NewScheduler(Config{Clock: fc, Rand: seededRand(seed), Resolution: res})
+	startRun(t, s)
+	ctx := testCtx(t)
+	spec := DefaultClasses()[ClassBalanced]
+	replay := seededRand(seed)
+	qs := make([]*Queue[int], queues)
+	want := make([]time.Time, queues) // each queue's one cell's departure time
+	for i := range qs {
+		qs[i] = NewQueue[int](s, spec, 1)
+		defer qs[i].Close()
+		d, _ := sampleDelay(replay, spec)
+		want[i] = fc.Now().Add(d)
+		if err := qs[i].Push(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]time.Time, queues)
+	departed := 0
+	var ticks []time.Time
+	for departed < queues {
+		d, err := fc.WaitForTimer(ctx)
+		if err != nil {
+			t.Fatalf("%d of %d departed: %v", departed, queues, err)
+		}
+		fc.AdvanceTo(d)
+		ticks = append(ticks, d)
+		// Run releases at d; wait until this tick's cells show up.
+		for before := departed; departed == before; {
+			for i, q := range qs {
+				if got[i].IsZero() && len(q.PopReady(nil)) == 1 {
+					got[i] = d
+					departed++
+				}
+			}
+			if departed == before {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		// Wait for Run to finish the tick (it re-arms its timer, or the
+		// heap is empty) before reading the next deadline.
+		for s.running.Load() && departed < queues {
+			if _, ok := fc.NextDeadline(); ok {
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	for i := 1; i < len(ticks); i++ {
+		if gap := ticks[i].Sub(ticks[i-1]); gap < res {
+			t.Errorf("ticks %v apart, want at least %v", gap, res)
+		}
+	}
+	for i := range got {
+		if late := got[i].Sub(want[i]); late < 0 || late >= res {
+			t.Errorf("cell %d left %v after its departure time, want [0, %v)", i, late, res)
+		}
+	}
+	t.Logf("%d cells left in %d ticks", queues, len(ticks))
+	if len(ticks) >= queues {
+		t.Error("no batching: one tick per cell")
+	}
+}
