@@ -22,8 +22,6 @@ package layercrypt
 // state and the client's circuit state from them.
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/subtle"
 )
 
@@ -54,33 +52,27 @@ const (
 
 // The PRF's counter layout. The IV has its low six bits cleared, so the
 // counter can step through 64 blocks by changing only those bits; t = 0
-// uses blocks 0..30 (493 bytes), t = 1 starts at block 31.
+// uses blocks 0..30 (493 bytes), t = 1 starts at block 31. Key stream is
+// made in whole batches of cgoCTRBatch blocks, so a little more is made
+// than is used.
 const (
-	cgoPRFT0Blocks = (CGOMessageLen + cgoBlockLen - 1) / cgoBlockLen // 31
-	cgoPRFT1Offset = 31
-	cgoPRFT1Blocks = (cgoUpdateLen + cgoBlockLen - 1) / cgoBlockLen // 5
+	cgoPRFT0Blocks  = (CGOMessageLen + cgoBlockLen - 1) / cgoBlockLen // 31
+	cgoPRFT0Batches = (cgoPRFT0Blocks + cgoCTRBatch - 1) / cgoCTRBatch
+	cgoPRFT1Offset  = 31
+	cgoPRFT1Blocks  = (cgoUpdateLen + cgoBlockLen - 1) / cgoBlockLen // 5
+	cgoPRFT1Batches = (cgoPRFT1Blocks + cgoCTRBatch - 1) / cgoCTRBatch
 )
 
-// Compile-time checks of the counter bounds: no counter can leave its six
-// free bits, so no carry ever reaches the rest of the IV. This is the only
-// counter in CGO; keys and nonces are replaced by fresh PRF output after
-// every originated or recognized cell rather than counted.
+// Compile-time checks of the counter bounds: no counter, including the
+// extra blocks of a batch, can leave its six free bits, so no carry ever
+// reaches the rest of the IV. This is the only counter in CGO; keys and
+// nonces are replaced by fresh PRF output after every originated or
+// recognized cell rather than counted.
 var (
-	_ [64 - cgoPRFT0Blocks]struct{}
-	_ [64 - (cgoPRFT1Offset + cgoPRFT1Blocks)]struct{}
+	_ [64 - cgoPRFT0Batches*cgoCTRBatch]struct{}
+	_ [64 - (cgoPRFT1Offset + cgoPRFT1Batches*cgoCTRBatch)]struct{}
 	_ [cgoPRFT1Offset - cgoPRFT0Blocks]struct{}
 )
-
-// cgoNewAES returns an AES-128 instance for a 16-byte key. crypto/aes
-// uses AES-NI where the CPU has it.
-func cgoNewAES(key []byte) cipher.Block {
-	b, err := aes.NewCipher(key[:cgoAESKeyLen])
-	if err != nil {
-		// Unreachable: the key is always 16 bytes.
-		panic("layercrypt: " + err.Error())
-	}
-	return b
-}
 
 // cgoET is ET, an LRW2 tweakable block cipher on one 16-byte block:
 //
@@ -91,12 +83,14 @@ func cgoNewAES(key []byte) cipher.Block {
 // message. T is hashed as the blocks H, AD || X_R[0:15] and X_R[15:493]
 // zero-padded to whole blocks.
 type cgoET struct {
-	kb cipher.Block
+	kb cgoAES
 	ku Polyval
 }
 
-func (e *cgoET) init(key *[cgoETKeyLen]byte) {
-	e.kb = cgoNewAES(key[:cgoAESKeyLen])
+// init keys ET. Relays only encrypt with ET and clients only decrypt;
+// withDecrypt prepares decryption.
+func (e *cgoET) init(key *[cgoETKeyLen]byte, withDecrypt bool) {
+	e.kb.init((*[cgoAESKeyLen]byte)(key[:cgoAESKeyLen]), withDecrypt)
 	e.ku.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
 }
 
@@ -116,7 +110,7 @@ func (e *cgoET) encrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, bl
 	var m [cgoBlockLen]byte
 	e.mask(&m, h, ad, xr)
 	subtle.XORBytes(block[:], block[:], m[:])
-	e.kb.Encrypt(block[:], block[:])
+	e.kb.encryptBlock(block)
 	subtle.XORBytes(block[:], block[:], m[:])
 	clear(m[:])
 }
@@ -125,13 +119,13 @@ func (e *cgoET) decrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, bl
 	var m [cgoBlockLen]byte
 	e.mask(&m, h, ad, xr)
 	subtle.XORBytes(block[:], block[:], m[:])
-	e.kb.Decrypt(block[:], block[:])
+	e.kb.decryptBlock(block)
 	subtle.XORBytes(block[:], block[:], m[:])
 	clear(m[:])
 }
 
 func (e *cgoET) wipe() {
-	e.kb = nil
+	e.kb.wipe()
 	e.ku.Wipe()
 }
 
@@ -144,53 +138,48 @@ func (e *cgoET) wipe() {
 // but since only the low six bits of the last IV byte ever change, block i
 // is the IV with i added to its last byte.
 type cgoPRF struct {
-	k  cipher.Block
+	k  cgoAES
 	b  Polyval
-	ks [cgoPRFT0Blocks * cgoBlockLen]byte // key stream scratch
+	ks [cgoPRFT0Batches * cgoCTRBatchLen]byte // key stream scratch
 }
 
 func (p *cgoPRF) init(key *[cgoPRFKeyLen]byte) {
-	p.k = cgoNewAES(key[:cgoAESKeyLen])
+	p.k.init((*[cgoAESKeyLen]byte)(key[:cgoAESKeyLen]), false)
 	p.b.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
 }
 
-// keyStream fills p.ks[:16*n] with n blocks of PRF(S, tweak, t) starting
+// keyStream fills p.ks with nbatch batches of PRF(S, tweak, t) starting
 // at block offset.
-func (p *cgoPRF) keyStream(tweak *[cgoBlockLen]byte, offset byte, n int) []byte {
+func (p *cgoPRF) keyStream(tweak *[cgoBlockLen]byte, offset byte, nbatch int) []byte {
 	var iv [cgoBlockLen]byte
 	p.b.Reset()
 	p.b.Update(tweak[:])
 	p.b.Sum(&iv)
 	iv[cgoBlockLen-1] &= 0xc0
 	iv[cgoBlockLen-1] += offset
-	ks := p.ks[:n*cgoBlockLen]
-	for i := 0; i < n; i++ {
-		blk := ks[i*cgoBlockLen : (i+1)*cgoBlockLen]
-		copy(blk, iv[:])
-		blk[cgoBlockLen-1] += byte(i)
-		p.k.Encrypt(blk, blk)
-	}
+	ks := p.ks[:nbatch*cgoCTRBatchLen]
+	p.k.ctr(&iv, ks)
 	return ks
 }
 
 // xorT0 XORs the first 493 bytes of PRF(S, tweak, 0) into data.
 func (p *cgoPRF) xorT0(tweak *[cgoBlockLen]byte, data *[CGOMessageLen]byte) {
-	ks := p.keyStream(tweak, 0, cgoPRFT0Blocks)
+	ks := p.keyStream(tweak, 0, cgoPRFT0Batches)
 	subtle.XORBytes(data[:], data[:], ks[:CGOMessageLen])
 }
 
 // genT1 sets out to the first len(out) <= 80 bytes of PRF(S, tweak, 1).
 func (p *cgoPRF) genT1(tweak *[cgoBlockLen]byte, out []byte) {
-	n := (len(out) + cgoBlockLen - 1) / cgoBlockLen
-	if n > cgoPRFT1Blocks {
+	if len(out) > cgoPRFT1Blocks*cgoBlockLen {
 		panic("layercrypt: CGO PRF t=1 output too long")
 	}
-	ks := p.keyStream(tweak, cgoPRFT1Offset, n)
+	ks := p.keyStream(tweak, cgoPRFT1Offset, cgoPRFT1Batches)
 	copy(out, ks)
+	clear(ks)
 }
 
 func (p *cgoPRF) wipe() {
-	p.k = nil
+	p.k.wipe()
 	p.b.Wipe()
 	clear(p.ks[:])
 }
@@ -211,11 +200,15 @@ type cgoUIV struct {
 	keys [cgoUIVKeyLen]byte
 	j    cgoET
 	s    cgoPRF
+	// client is set for a client's UIV, which decrypts; a relay's
+	// encrypts. It decides which AES key schedule ET needs.
+	client bool
 }
 
-func (u *cgoUIV) init(keys *[cgoUIVKeyLen]byte) {
+func (u *cgoUIV) init(keys *[cgoUIVKeyLen]byte, client bool) {
 	u.keys = *keys
-	u.j.init((*[cgoETKeyLen]byte)(u.keys[:cgoETKeyLen]))
+	u.client = client
+	u.j.init((*[cgoETKeyLen]byte)(u.keys[:cgoETKeyLen]), client)
 	u.s.init((*[cgoPRFKeyLen]byte)(u.keys[cgoETKeyLen:]))
 }
 
@@ -241,7 +234,7 @@ func (u *cgoUIV) decrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
 func (u *cgoUIV) update(nonce *[cgoNonceLen]byte) {
 	var fresh [cgoUpdateLen]byte
 	u.s.genT1(nonce, fresh[:])
-	u.init((*[cgoUIVKeyLen]byte)(fresh[:cgoUIVKeyLen]))
+	u.init((*[cgoUIVKeyLen]byte)(fresh[:cgoUIVKeyLen]), u.client)
 	copy(nonce[:], fresh[cgoUIVKeyLen:])
 	clear(fresh[:])
 }
@@ -262,9 +255,9 @@ type cgoDir struct {
 }
 
 // init sets K and N from 80 bytes of key material (J || S || N); T' starts
-// as zero.
-func (d *cgoDir) init(material *[cgoDirKeyLen]byte) {
-	d.uiv.init((*[cgoUIVKeyLen]byte)(material[:cgoUIVKeyLen]))
+// as zero. client selects the client's side of the direction.
+func (d *cgoDir) init(material *[cgoDirKeyLen]byte, client bool) {
+	d.uiv.init((*[cgoUIVKeyLen]byte)(material[:cgoUIVKeyLen]), client)
 	copy(d.nonce[:], material[cgoUIVKeyLen:])
 	clear(d.tprime[:])
 }

@@ -128,7 +128,7 @@ func BenchmarkCGOUIVUpdate(b *testing.B) {
 	var keys [cgoUIVKeyLen]byte
 	var nonce [cgoNonceLen]byte
 	var u cgoUIV
-	u.init(&keys)
+	u.init(&keys, false)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -140,7 +140,7 @@ func BenchmarkCGOUIVUpdate(b *testing.B) {
 func BenchmarkCGOETMask(b *testing.B) {
 	var key [cgoETKeyLen]byte
 	var et cgoET
-	et.init(&key)
+	et.init(&key, false)
 	var h [CGOTagLen]byte
 	var xr [CGOMessageLen]byte
 	var out [cgoBlockLen]byte

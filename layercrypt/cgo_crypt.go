@@ -39,14 +39,14 @@ var (
 )
 
 // cgoReadHop reads one hop's key material and sets up both directions.
-func cgoReadHop(keys io.Reader, fwd, bwd *cgoDir) error {
+func cgoReadHop(keys io.Reader, fwd, bwd *cgoDir, client bool) error {
 	var m [CGOKeyMaterialLen]byte
 	defer clear(m[:])
 	if _, err := io.ReadFull(keys, m[:]); err != nil {
 		return fmt.Errorf("read CGO key material: %w", err)
 	}
-	fwd.init((*[cgoDirKeyLen]byte)(m[:cgoDirKeyLen]))
-	bwd.init((*[cgoDirKeyLen]byte)(m[cgoDirKeyLen:]))
+	fwd.init((*[cgoDirKeyLen]byte)(m[:cgoDirKeyLen]), client)
+	bwd.init((*[cgoDirKeyLen]byte)(m[cgoDirKeyLen:]), client)
 	return nil
 }
 
@@ -66,7 +66,7 @@ type RelayCrypt struct {
 // (the ntor-v3 key stream) and returns the relay's state for the hop.
 func NewRelayCrypt(keys io.Reader) (*RelayCrypt, error) {
 	r := new(RelayCrypt)
-	if err := cgoReadHop(keys, &r.fwd, &r.bwd); err != nil {
+	if err := cgoReadHop(keys, &r.fwd, &r.bwd, false); err != nil {
 		r.Wipe()
 		return nil, fmt.Errorf("layercrypt: relay CGO state: %w", err)
 	}
@@ -110,9 +110,10 @@ func (r *RelayCrypt) Originate(body *[CGOBodyLen]byte) {
 	r.bwd.relayOriginate(cgoRelayAD, body)
 }
 
-// Wipe zeroes the hop's keys, nonces and tags and drops its AES instances
-// (their key schedules live inside crypto/aes, which has no way to zero
-// them; they become garbage). Any later use panics. Wipe is idempotent.
+// Wipe zeroes the hop's keys, AES round keys, POLYVAL powers, nonces and
+// tags. (Without AES-NI the AES key schedules live inside crypto/aes, which
+// cannot zero them; they are dropped.) Any later use panics. Wipe is
+// idempotent.
 func (r *RelayCrypt) Wipe() {
 	r.fwd.wipe()
 	r.bwd.wipe()
@@ -147,7 +148,7 @@ func (c *ClientCrypt) AddHop(keys io.Reader) error {
 		return fmt.Errorf("layercrypt: add hop %d: %w", len(c.hops), ErrTooManyHops)
 	}
 	h := new(cgoHop)
-	if err := cgoReadHop(keys, &h.fwd, &h.bwd); err != nil {
+	if err := cgoReadHop(keys, &h.fwd, &h.bwd, true); err != nil {
 		h.fwd.wipe()
 		h.bwd.wipe()
 		return fmt.Errorf("layercrypt: add hop %d: %w", len(c.hops), err)

@@ -86,7 +86,7 @@ func cgoRandomMessage(rng *rand.Rand) [CGOBodyLen]byte {
 }
 
 func TestCGOOnionThreeHops(t *testing.T) {
-	polyvalImpls(t, func(t *testing.T) {
+	cgoImpls(t, func(t *testing.T) {
 		c := newCGOCircuit(t, 3, 10)
 		rng := rand.New(rand.NewPCG(11, 12))
 		for round := 0; round < 300; round++ {
@@ -489,7 +489,8 @@ func TestCGOWipe(t *testing.T) {
 	for i, h := range hops {
 		for _, d := range []*cgoDir{&h.fwd, &h.bwd} {
 			if d.uiv.keys != ([64]byte{}) || d.nonce != ([16]byte{}) || d.tprime != ([16]byte{}) ||
-				d.uiv.j.ku != (Polyval{}) || d.uiv.s.b != (Polyval{}) || d.uiv.j.kb != nil || d.uiv.s.k != nil {
+				d.uiv.j.ku != (Polyval{}) || d.uiv.s.b != (Polyval{}) || d.uiv.j.kb != (cgoAES{}) || d.uiv.s.k != (cgoAES{}) ||
+				d.uiv.s.ks != ([len(d.uiv.s.ks)]byte{}) {
 				t.Fatalf("client hop %d not wiped", i)
 			}
 		}
@@ -507,7 +508,7 @@ func TestCGOWipe(t *testing.T) {
 
 	r := c.relays[0]
 	r.Wipe()
-	if r.fwd.uiv.keys != ([64]byte{}) || r.bwd.nonce != ([16]byte{}) || r.fwd.uiv.s.ks != ([496]byte{}) {
+	if r.fwd.uiv.keys != ([64]byte{}) || r.bwd.nonce != ([16]byte{}) || r.fwd.uiv.s.ks != ([len(r.fwd.uiv.s.ks)]byte{}) || r.bwd.uiv.j.kb != (cgoAES{}) {
 		t.Fatal("relay state not wiped")
 	}
 	for name, f := range map[string]func(){

@@ -151,13 +151,13 @@ func cgoLoadTable[V any](t *testing.T, f cgoVecFile, table string, want int) []V
 }
 
 // cgoTestState builds a direction state from the tables' (K, N, T').
-func cgoTestState(t *testing.T, keys, nonce, tprime string) *cgoDir {
+func cgoTestState(t *testing.T, keys, nonce, tprime string, client bool) *cgoDir {
 	t.Helper()
 	var m [cgoDirKeyLen]byte
 	copy(m[:], cgoUnhex(t, keys, cgoUIVKeyLen))
 	copy(m[cgoUIVKeyLen:], cgoUnhex(t, nonce, cgoNonceLen))
 	d := new(cgoDir)
-	d.init(&m)
+	d.init(&m, client)
 	copy(d.tprime[:], cgoUnhex(t, tprime, CGOTagLen))
 	return d
 }
@@ -185,7 +185,7 @@ func cgoBody(t *testing.T, tag, msg string) *[CGOBodyLen]byte {
 
 func TestCGOVectors(t *testing.T) {
 	total := 0
-	polyvalImpls(t, func(t *testing.T) {
+	cgoImpls(t, func(t *testing.T) {
 		total = 0
 		for _, fv := range cgoVectorFiles {
 			raw, err := os.ReadFile(fv.file)
@@ -239,7 +239,7 @@ func cgoRunET(t *testing.T, table string, vs []cgoETVec) {
 		var block [cgoBlockLen]byte
 		copy(block[:], cgoUnhex(t, v.Input, cgoBlockLen))
 		var et cgoET
-		et.init(&key)
+		et.init(&key, !v.Encrypt)
 		h := (*[CGOTagLen]byte)(tweak[:CGOTagLen])
 		xr := (*[CGOMessageLen]byte)(tweak[CGOTagLen+1:])
 		if v.Encrypt {
@@ -287,7 +287,7 @@ func cgoRunUIV(t *testing.T, table string, vs []cgoUIVVec) {
 		tweak := cgoUnhex(t, v.Tweak, CGOTagLen+1)
 		body := cgoBody(t, v.Left, v.Right)
 		var u cgoUIV
-		u.init(&keys)
+		u.init(&keys, !v.Encrypt)
 		h := (*[CGOTagLen]byte)(tweak[:CGOTagLen])
 		if v.Encrypt {
 			u.encrypt(h, tweak[CGOTagLen], body)
@@ -307,7 +307,7 @@ func cgoRunUIVUpdate(t *testing.T, table string, vs []cgoUIVUpdateVec) {
 		var nonce [cgoNonceLen]byte
 		copy(nonce[:], cgoUnhex(t, v.Nonce, cgoNonceLen))
 		var u cgoUIV
-		u.init(&keys)
+		u.init(&keys, false)
 		u.update(&nonce)
 		if want := cgoUnhex(t, v.OutKeys, cgoUIVKeyLen); !bytes.Equal(u.keys[:], want) {
 			t.Errorf("%s #%d %q: keys %x, want %x", table, i, v.Name, u.keys, want)
@@ -317,7 +317,7 @@ func cgoRunUIVUpdate(t *testing.T, table string, vs []cgoUIVUpdateVec) {
 		}
 		// The running ciphers must be the ones the new keys describe.
 		var fresh cgoUIV
-		fresh.init(&u.keys)
+		fresh.init(&u.keys, false)
 		var a, b [CGOBodyLen]byte
 		for k := range a {
 			a[k] = byte(k * (i + 1))
@@ -333,7 +333,7 @@ func cgoRunUIVUpdate(t *testing.T, table string, vs []cgoUIVUpdateVec) {
 
 func cgoRunRelay(t *testing.T, table string, vs []cgoRelayVec) {
 	for i, v := range vs {
-		d := cgoTestState(t, v.Keys, v.Nonce, v.Tprime)
+		d := cgoTestState(t, v.Keys, v.Nonce, v.Tprime, false)
 		ad := cgoUnhex(t, v.AD, 1)[0]
 		body := cgoBody(t, v.Tag, v.Msg)
 		if v.Inbound {
@@ -351,7 +351,7 @@ func cgoRunRelay(t *testing.T, table string, vs []cgoRelayVec) {
 
 func cgoRunRelayOriginate(t *testing.T, table string, vs []cgoRelayOriginateVec) {
 	for i, v := range vs {
-		d := cgoTestState(t, v.Keys, v.Nonce, v.Tprime)
+		d := cgoTestState(t, v.Keys, v.Nonce, v.Tprime, false)
 		ad := cgoUnhex(t, v.AD, 1)[0]
 		body := cgoBody(t, "00000000000000000000000000000000", v.Msg)
 		d.relayOriginate(ad, body)
@@ -370,7 +370,7 @@ func cgoRunClientOriginate(t *testing.T, table string, vs []cgoClientOriginateVe
 		ad := cgoUnhex(t, v.AD, 1)[0]
 		var dirs [3]*cgoDir
 		for h := range dirs {
-			dirs[h] = cgoTestState(t, v.Keys[h], v.Nonce[h], v.Tprime[h])
+			dirs[h] = cgoTestState(t, v.Keys[h], v.Nonce[h], v.Tprime[h], true)
 		}
 		body := cgoBody(t, "00000000000000000000000000000000", v.Msg)
 		target := v.Hop - 1
