@@ -116,6 +116,7 @@ type Link struct {
 	conn      *coalesce.Conn
 	sess      *yamux.Session
 	control   net.Conn
+	remote    net.Addr
 	log       *zap.Logger
 
 	paddingIn atomic.Int64 // padding bytes received on the control stream
@@ -129,6 +130,10 @@ func (l *Link) PaddingReceived() int64 { return l.paddingIn.Load() }
 
 // Peer returns the peer's identity, or the zero ID if it presented none.
 func (l *Link) Peer() layercrypt.RelayID { return l.peer }
+
+// RemoteAddr returns the peer's network address. Callers must not log it
+// unless unsafe logging is on.
+func (l *Link) RemoteAddr() net.Addr { return l.remote }
 
 // Initiator reports whether this end dialed the link.
 func (l *Link) Initiator() bool { return l.initiator }
@@ -208,17 +213,18 @@ func Dial(ctx context.Context, addr string, expect layercrypt.RelayID, cfg *Conf
 		co.Close()
 		return nil, fmt.Errorf("link: open control stream: %w", err)
 	}
-	l := newLink(expect, true, co, sess, control, &c)
+	l := newLink(expect, true, co, sess, control, raw.RemoteAddr(), &c)
 	return l, nil
 }
 
-func newLink(peer layercrypt.RelayID, initiator bool, co *coalesce.Conn, sess *yamux.Session, control net.Conn, c *Config) *Link {
+func newLink(peer layercrypt.RelayID, initiator bool, co *coalesce.Conn, sess *yamux.Session, control net.Conn, remote net.Addr, c *Config) *Link {
 	l := &Link{
 		peer:      peer,
 		initiator: initiator,
 		conn:      co,
 		sess:      sess,
 		control:   control,
+		remote:    remote,
 		log:       c.Log,
 		done:      make(chan struct{}),
 	}
@@ -434,7 +440,7 @@ func (l *Listener) handshake(raw net.Conn) (*Link, error) {
 		return nil, errors.New("peer opened no control stream in time")
 	}
 	raw.SetDeadline(time.Time{}) // authenticated: yamux keepalives take over
-	return newLink(peer, false, co, sess, control, &l.cfg), nil
+	return newLink(peer, false, co, sess, control, raw.RemoteAddr(), &l.cfg), nil
 }
 
 // Accept returns the next authenticated inbound link.

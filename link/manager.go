@@ -16,6 +16,7 @@ type Manager struct {
 	cfg *Config
 
 	mu      sync.Mutex // guards the following fields
+	onDial  func(*Link)
 	links   map[layercrypt.RelayID]*Link
 	dialing map[layercrypt.RelayID]*dialCall
 	closed  bool
@@ -38,6 +39,15 @@ func NewManager(cfg *Config) *Manager {
 		links:   make(map[layercrypt.RelayID]*Link),
 		dialing: make(map[layercrypt.RelayID]*dialCall),
 	}
+}
+
+// OnDial sets a function called (in its own goroutine) with every link the
+// manager dials. A relay serves the streams its peer opens on such links, so
+// that a relay it extended to can extend circuits back over the same link.
+func (m *Manager) OnDial(f func(*Link)) {
+	m.mu.Lock()
+	m.onDial = f
+	m.mu.Unlock()
 }
 
 // Get returns a live link to the relay id, dialing addr if there is none.
@@ -74,6 +84,13 @@ func (m *Manager) Get(ctx context.Context, id layercrypt.RelayID, addr string) (
 			c.link, c.err = nil, ErrManagerClosed
 		} else {
 			m.addLocked(c.link)
+			if m.onDial != nil {
+				m.wg.Add(1)
+				go func(f func(*Link), l *Link) {
+					defer m.wg.Done()
+					f(l)
+				}(m.onDial, c.link)
+			}
 		}
 	}
 	m.mu.Unlock()
