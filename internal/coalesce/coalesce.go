@@ -19,7 +19,7 @@ package coalesce
 import (
 	"encoding/binary"
 	"errors"
-	"net"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,9 +35,10 @@ const (
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("coalesce: connection closed")
 
-// Conn is a net.Conn whose writes are batched by a flusher goroutine.
+// Conn wraps a connection so that its writes are batched by a flusher
+// goroutine. Reads and the other methods pass through.
 type Conn struct {
-	net.Conn
+	io.ReadWriteCloser
 
 	lastFlush atomic.Int64 // unix nanoseconds of the last completed write
 
@@ -55,11 +56,12 @@ type Conn struct {
 }
 
 // New wraps c. max bounds the buffered bytes (DefaultMaxBuffer if <= 0).
-func New(c net.Conn, max int) *Conn {
+// If c has SetWriteDeadline, Close uses it to bound the final flush.
+func New(c io.ReadWriteCloser, max int) *Conn {
 	if max <= 0 {
 		max = DefaultMaxBuffer
 	}
-	w := &Conn{Conn: c, max: max, done: make(chan struct{})}
+	w := &Conn{ReadWriteCloser: c, max: max, done: make(chan struct{})}
 	w.work.L = &w.mu
 	w.space.L = &w.mu
 	w.lastFlush.Store(time.Now().UnixNano())
@@ -121,7 +123,7 @@ func (w *Conn) flushLoop() {
 		w.space.Broadcast()
 		w.mu.Unlock()
 
-		_, err := w.Conn.Write(out)
+		_, err := w.ReadWriteCloser.Write(out)
 		w.lastFlush.Store(time.Now().UnixNano())
 
 		w.mu.Lock()
@@ -131,7 +133,7 @@ func (w *Conn) flushLoop() {
 			w.closed = true
 			w.space.Broadcast()
 			w.mu.Unlock()
-			w.Conn.Close()
+			w.ReadWriteCloser.Close()
 			return
 		}
 		w.mu.Unlock()
@@ -148,14 +150,16 @@ func (w *Conn) Close() error {
 	if w.closed {
 		w.mu.Unlock()
 		<-w.done
-		return w.Conn.Close()
+		return w.ReadWriteCloser.Close()
 	}
 	w.closed = true
 	w.held = false
 	w.work.Broadcast()
 	w.space.Broadcast()
 	w.mu.Unlock()
-	w.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if d, ok := w.ReadWriteCloser.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Now().Add(time.Second))
+	}
 	<-w.done
-	return w.Conn.Close()
+	return w.ReadWriteCloser.Close()
 }
