@@ -491,7 +491,6 @@ func TestRunResolution(t *testing.T) {
 	)
 	fc := NewFakeClock(testEpoch)
 	s := NewScheduler(Config{Clock: fc, Rand: seededRand(seed), Resolution: res})
-	startRun(t, s)
 	ctx := testCtx(t)
 	spec := DefaultClasses()[ClassBalanced]
 	replay := seededRand(seed)
@@ -506,6 +505,9 @@ func TestRunResolution(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Start Run once every cell is in, so that its first deadline already
+	// accounts for all of them.
+	startRun(t, s)
 	got := make([]time.Time, queues)
 	departed := 0
 	var ticks []time.Time
@@ -516,21 +518,17 @@ func TestRunResolution(t *testing.T) {
 		}
 		fc.AdvanceTo(d)
 		ticks = append(ticks, d)
-		// Run releases at d; wait until this tick's cells show up.
-		for before := departed; departed == before; {
-			for i, q := range qs {
-				if got[i].IsZero() && len(q.PopReady(nil)) == 1 {
-					got[i] = d
-					departed++
-				}
-			}
-			if departed == before {
-				time.Sleep(100 * time.Microsecond)
+		// Everything due by d leaves at d, whether Run's tick or PopReady
+		// releases it.
+		for i, q := range qs {
+			if got[i].IsZero() && len(q.PopReady(nil)) == 1 {
+				got[i] = d
+				departed++
 			}
 		}
-		// Wait for Run to finish the tick (it re-arms its timer, or the
-		// heap is empty) before reading the next deadline.
-		for s.running.Load() && departed < queues {
+		// Wait for Run to finish the tick and re-arm its timer before
+		// reading the next deadline.
+		for departed < queues {
 			if _, ok := fc.NextDeadline(); ok {
 				break
 			}
