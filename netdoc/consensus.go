@@ -33,7 +33,10 @@ type Consensus struct {
 	Signatures   []Signature          // sorted by authority ID bytes; not part of the body
 }
 
-// ConsensusEntry is one relay in the consensus.
+// ConsensusEntry is one relay in the consensus. In a parsed consensus,
+// entries with the same delay classes or protocol list share one slice:
+// treat DelayClasses, Family and Protocols as read-only (copy before
+// changing them).
 type ConsensusEntry struct {
 	RelayStatus
 	Bandwidth uint64 // weight for path selection: low median of the votes' bandwidths, bytes/s
@@ -101,7 +104,7 @@ func (c *Consensus) Validate() error {
 // Body returns the signed part of the consensus: every line before the
 // first authority-signature line. Authorities sign it with SignConsensus.
 func (c *Consensus) Body() []byte {
-	return c.appendBody(make([]byte, 0, 512+320*len(c.Relays)))
+	return c.appendBody(make([]byte, 0, 512+400*len(c.Relays)))
 }
 
 func (c *Consensus) appendBody(b []byte) []byte {
@@ -125,7 +128,7 @@ func (c *Consensus) appendBody(b []byte) []byte {
 // Encode returns the complete document: Body followed by the signature
 // lines.
 func (c *Consensus) Encode() []byte {
-	b := c.appendBody(make([]byte, 0, 512+320*len(c.Relays)+140*len(c.Signatures)))
+	b := c.appendBody(make([]byte, 0, 512+400*len(c.Relays)+140*len(c.Signatures)))
 	for _, s := range c.Signatures {
 		b = s.appendLine(b)
 	}

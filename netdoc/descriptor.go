@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/chive-net/chive/exitpolicy"
@@ -233,7 +234,7 @@ func parseDescriptor(b []byte) (d *Descriptor, signedEnd int, sig [layercrypt.Si
 		switch c.kw {
 		case kwNickname:
 			if err = l.nargs(1, 1); err == nil {
-				d.Nickname = c.args[0]
+				d.Nickname = strings.Clone(c.args[0])
 				err = checkNickname(d.Nickname)
 			}
 		case kwIdentity:
@@ -246,7 +247,7 @@ func parseDescriptor(b []byte) (d *Descriptor, signedEnd int, sig [layercrypt.Si
 			}
 		case kwPlatform:
 			if err = l.nargs(1, MaxLineLen); err == nil {
-				d.Platform = c.rest
+				d.Platform = strings.Clone(c.rest)
 				err = checkPlatform(d.Platform)
 			}
 		case kwProto:

@@ -270,3 +270,28 @@ func BenchmarkSignDescriptor(b *testing.B) {
 		}
 	}
 }
+
+func TestAddrPortCanonical(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		v6   bool
+		want error
+	}{
+		{"203.0.113.5:9001", false, nil},
+		{"203.0.113.5:09001", false, ErrNonCanonical},
+		{"203.0.113.05:9001", false, ErrBadValue},
+		{"203.0.113.5:+9001", false, ErrBadValue},
+		{"203.0.113.5", false, ErrBadValue},
+		{"[2001:db8::5]:9001", true, nil},
+		{"[2001:db8::5]:09001", true, ErrNonCanonical},
+		{"[2001:0db8::5]:9001", true, ErrNonCanonical},
+		{"[::ffff:1.2.3.4]:9001", true, ErrBadValue},
+		{"[fe80::1%eth0]:9001", true, ErrBadValue},
+		{"[2001:db8::5]:65536", true, ErrBadValue},
+	} {
+		_, err := parseAddrPort(tc.s, tc.v6)
+		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("parseAddrPort(%q) error = %v, want %v", tc.s, err, tc.want)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package netdoc
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/chive-net/chive/exitpolicy"
 )
 
 // MaxLineLen bounds one line (keyword, arguments, not the newline).
@@ -36,6 +38,14 @@ type lexer struct {
 	unread  bool // next() returns cur again
 	cur     line
 	known   map[string]bool // every keyword of this document type
+
+	// Values repeated across the entries of a vote or consensus are parsed
+	// once per document: most relays share a handful of exit summaries,
+	// protocol lists and delay-class lists. Entries then share these
+	// values' backing arrays (see ConsensusEntry).
+	summaries map[string]exitpolicy.Summary
+	protocols map[string]Protocols
+	classes   map[string][]uint8
 }
 
 func newLexer(docName string, b []byte, max int, known map[string]bool) (*lexer, error) {

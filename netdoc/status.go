@@ -2,6 +2,7 @@ package netdoc
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/chive-net/chive/exitpolicy"
 	"github.com/chive-net/chive/layercrypt"
@@ -113,7 +114,7 @@ func (rs *RelayStatus) parseLine(l *lexer, known Flags) error {
 		if err = l.nargs(3, 3); err != nil {
 			return err
 		}
-		rs.Nickname = c.args[0]
+		rs.Nickname = strings.Clone(c.args[0]) // do not keep the whole document alive
 		if err = checkNickname(rs.Nickname); err == nil {
 			if rs.ID, err = parseID(c.args[1]); err == nil {
 				rs.OnionKey, err = parseOnionKey(c.args[2])
@@ -131,12 +132,30 @@ func (rs *RelayStatus) parseLine(l *lexer, known Flags) error {
 			err = errorf(ErrBadValue, "flags %s are not in known-flags", rs.Flags&^known)
 		}
 	case kwP:
+		if sum, ok := l.summaries[c.rest]; ok {
+			rs.ExitPolicy = sum
+			break
+		}
 		var perr error
 		if rs.ExitPolicy, perr = exitpolicy.ParseSummary(c.rest); perr != nil {
 			err = policyErr(perr)
+		} else {
+			if l.summaries == nil {
+				l.summaries = make(map[string]exitpolicy.Summary)
+			}
+			l.summaries[c.rest] = rs.ExitPolicy
 		}
 	case kwD:
-		rs.DelayClasses, err = parseDelayClasses(c.args)
+		if dc, ok := l.classes[c.rest]; ok {
+			rs.DelayClasses = dc
+			break
+		}
+		if rs.DelayClasses, err = parseDelayClasses(c.args); err == nil {
+			if l.classes == nil {
+				l.classes = make(map[string][]uint8)
+			}
+			l.classes[c.rest] = rs.DelayClasses
+		}
 	case kwF:
 		if err = l.nargs(1, MaxFamily); err != nil {
 			return err
@@ -145,7 +164,16 @@ func (rs *RelayStatus) parseLine(l *lexer, known Flags) error {
 			err = checkFamily(rs.ID, rs.Family)
 		}
 	case kwPr:
-		rs.Protocols, err = parseProtocols(c.args)
+		if p, ok := l.protocols[c.rest]; ok {
+			rs.Protocols = p
+			break
+		}
+		if rs.Protocols, err = parseProtocols(c.args); err == nil {
+			if l.protocols == nil {
+				l.protocols = make(map[string]Protocols)
+			}
+			l.protocols[c.rest] = rs.Protocols
+		}
 	default:
 		return mustNotHappen("keyword %q reached parseLine", c.kw)
 	}

@@ -324,9 +324,18 @@ func parseAddrPort(s string, v6 bool) (netip.AddrPort, error) {
 	if err != nil {
 		return ap, err
 	}
-	var buf [64]byte
-	if c := ap.AppendTo(buf[:0]); string(c) != s {
-		return ap, errorf(ErrNonCanonical, "address %q; write %q", s, c)
+	// netip accepts only one spelling of an IPv4 address (no leading
+	// zeros), but any spelling of a port; IPv6 has many spellings.
+	canonical := false
+	if !v6 {
+		port := s[strings.LastIndexByte(s, ':')+1:]
+		canonical = port[0] != '0'
+	} else {
+		var buf [64]byte
+		canonical = string(ap.AppendTo(buf[:0])) == s
+	}
+	if !canonical {
+		return ap, errorf(ErrNonCanonical, "address %q; write %q", s, ap)
 	}
 	return ap, nil
 }
@@ -601,7 +610,7 @@ func parseProtocols(args []string) (Protocols, error) {
 		if i > 0 && p[i-1].Name >= name {
 			return nil, errorf(ErrNonCanonical, "protocols are not sorted by name without duplicates")
 		}
-		p[i] = Protocol{Name: name, Versions: vs}
+		p[i] = Protocol{Name: strings.Clone(name), Versions: vs}
 	}
 	return p, nil
 }
