@@ -85,7 +85,14 @@ var (
 type cgoET struct {
 	kb cgoAES
 	ku Polyval
+	// tweak holds H || AD || X_R || 0 0, the tweak laid out as the 32
+	// whole blocks POLYVAL hashes, so that it is hashed in one call.
+	tweak [cgoETTweakBlocks * cgoBlockLen]byte
 }
+
+// cgoETTweakBlocks is the tweak's length in POLYVAL blocks: 16 + 1 + 493
+// bytes, zero-padded to 512.
+const cgoETTweakBlocks = (CGOTagLen + 1 + CGOMessageLen + cgoBlockLen - 1) / cgoBlockLen
 
 // init keys ET. Relays only encrypt with ET and clients only decrypt;
 // withDecrypt prepares decryption.
@@ -96,13 +103,13 @@ func (e *cgoET) init(key *[cgoETKeyLen]byte, withDecrypt bool) {
 
 // mask computes UH(KU, h || ad || xr).
 func (e *cgoET) mask(out *[cgoBlockLen]byte, h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte) {
-	var head [2 * cgoBlockLen]byte
-	copy(head[:cgoBlockLen], h[:])
-	head[cgoBlockLen] = ad
-	copy(head[cgoBlockLen+1:], xr[:cgoBlockLen-1])
+	t := &e.tweak
+	copy(t[:CGOTagLen], h[:])
+	t[CGOTagLen] = ad
+	copy(t[CGOTagLen+1:], xr[:])
+	// The two padding bytes after X_R stay zero: nothing else writes them.
 	e.ku.Reset()
-	e.ku.Update(head[:])
-	e.ku.UpdatePadded(xr[cgoBlockLen-1:])
+	e.ku.Update(t[:])
 	e.ku.Sum(out)
 }
 
@@ -127,6 +134,7 @@ func (e *cgoET) decrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, bl
 func (e *cgoET) wipe() {
 	e.kb.wipe()
 	e.ku.Wipe()
+	clear(e.tweak[:])
 }
 
 // cgoPRF is the tweakable PRF
@@ -138,9 +146,8 @@ func (e *cgoET) wipe() {
 // but since only the low six bits of the last IV byte ever change, block i
 // is the IV with i added to its last byte.
 type cgoPRF struct {
-	k  cgoAES
-	b  Polyval
-	ks [cgoPRFT0Batches * cgoCTRBatchLen]byte // key stream scratch
+	k cgoAES
+	b Polyval
 }
 
 func (p *cgoPRF) init(key *[cgoPRFKeyLen]byte) {
@@ -148,24 +155,22 @@ func (p *cgoPRF) init(key *[cgoPRFKeyLen]byte) {
 	p.b.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
 }
 
-// keyStream fills p.ks with nbatch batches of PRF(S, tweak, t) starting
-// at block offset.
-func (p *cgoPRF) keyStream(tweak *[cgoBlockLen]byte, offset byte, nbatch int) []byte {
+// xorStream XORs PRF(S, tweak, t) into data, with the counter starting at
+// block offset = 31*t.
+func (p *cgoPRF) xorStream(tweak *[cgoBlockLen]byte, offset byte, data []byte) {
 	var iv [cgoBlockLen]byte
 	p.b.Reset()
 	p.b.Update(tweak[:])
 	p.b.Sum(&iv)
 	iv[cgoBlockLen-1] &= 0xc0
 	iv[cgoBlockLen-1] += offset
-	ks := p.ks[:nbatch*cgoCTRBatchLen]
-	p.k.ctr(&iv, ks)
-	return ks
+	p.k.xorKeyStream(&iv, data)
+	clear(iv[:])
 }
 
 // xorT0 XORs the first 493 bytes of PRF(S, tweak, 0) into data.
 func (p *cgoPRF) xorT0(tweak *[cgoBlockLen]byte, data *[CGOMessageLen]byte) {
-	ks := p.keyStream(tweak, 0, cgoPRFT0Batches)
-	subtle.XORBytes(data[:], data[:], ks[:CGOMessageLen])
+	p.xorStream(tweak, 0, data[:])
 }
 
 // genT1 sets out to the first len(out) <= 80 bytes of PRF(S, tweak, 1).
@@ -173,15 +178,13 @@ func (p *cgoPRF) genT1(tweak *[cgoBlockLen]byte, out []byte) {
 	if len(out) > cgoPRFT1Blocks*cgoBlockLen {
 		panic("layercrypt: CGO PRF t=1 output too long")
 	}
-	ks := p.keyStream(tweak, cgoPRFT1Offset, cgoPRFT1Batches)
-	copy(out, ks)
-	clear(ks)
+	clear(out)
+	p.xorStream(tweak, cgoPRFT1Offset, out)
 }
 
 func (p *cgoPRF) wipe() {
 	p.k.wipe()
 	p.b.Wipe()
-	clear(p.ks[:])
 }
 
 // cgoUIV is UIV+, the tweakable wide-block cipher on a whole cell body

@@ -14,13 +14,15 @@ package layercrypt
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/subtle"
 )
 
 const (
 	cgoAESRounds = 10 // AES-128
-	// cgoCTRBatch is how many key-stream blocks the assembly makes per
-	// pass; key-stream buffers are a whole number of batches long.
-	cgoCTRBatch    = 8
+	// cgoCTRBatch is the most key-stream blocks an implementation makes
+	// per pass (16 with VAES, 8 with AES-NI); a request may make up to
+	// that many blocks more than it uses, and the IV must have room.
+	cgoCTRBatch    = 16
 	cgoCTRBatchLen = cgoCTRBatch * cgoBlockLen
 )
 
@@ -47,14 +49,29 @@ func (a *cgoAES) initGeneric(key *[cgoAESKeyLen]byte, withDecrypt bool) {
 	a.hasDec = withDecrypt
 }
 
-// ctrGeneric is ctr with crypto/aes, one block at a time.
-func (a *cgoAES) ctrGeneric(iv *[cgoBlockLen]byte, ks []byte) {
-	for i := 0; i < len(ks)/cgoBlockLen; i++ {
-		blk := ks[i*cgoBlockLen : (i+1)*cgoBlockLen]
-		copy(blk, iv[:])
-		blk[cgoBlockLen-1] += byte(i)
-		a.blk.Encrypt(blk, blk)
+// cgoCTRCheck panics unless a key stream of n bytes from iv can be made by
+// counting in the last IV byte alone, in whole batches of cgoCTRBatch
+// blocks, without that byte wrapping. CGO's PRF never asks for more than
+// its IV leaves room for (see the checks next to cgoPRFT0Batches).
+func cgoCTRCheck(iv *[cgoBlockLen]byte, n int) {
+	batches := (n + cgoCTRBatchLen - 1) / cgoCTRBatchLen
+	if n < 0 || int(iv[cgoBlockLen-1])+batches*cgoCTRBatch > 256 {
+		panic("layercrypt: CTR key stream request would wrap the counter byte")
 	}
+}
+
+// xorKeyStreamGeneric is xorKeyStream with crypto/aes, one block at a
+// time.
+func (a *cgoAES) xorKeyStreamGeneric(iv *[cgoBlockLen]byte, data []byte) {
+	var ks [cgoBlockLen]byte
+	for i := 0; len(data) > 0; i++ {
+		ks = *iv
+		ks[cgoBlockLen-1] += byte(i)
+		a.blk.Encrypt(ks[:], ks[:])
+		n := subtle.XORBytes(data, data, ks[:])
+		data = data[n:]
+	}
+	clear(ks[:])
 }
 
 // wipe zeroes the round keys and drops the crypto/aes instance (whose key

@@ -11,6 +11,16 @@ var cgoAESHaveAsm = cpu.X86.HasAES
 // force the crypto/aes fallback.
 var cgoAESUseAsm = cgoAESHaveAsm
 
+// cgoAESHaveVAES reports whether this CPU can also make key stream with
+// VAES on 512-bit registers (with AVX512BW byte masks and BMI2 for the
+// last, partial pass).
+var cgoAESHaveVAES = cgoAESHaveAsm && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
+	cpu.X86.HasAVX512VAES && cpu.X86.HasBMI2
+
+// cgoAESUseVAES selects the VAES key stream where AES-NI is in use. Tests
+// clear it to exercise the 128-bit code.
+var cgoAESUseVAES = cgoAESHaveVAES
+
 // cgoAESExpandAsm sets enc to the AES-128 round keys of key.
 //
 //go:noescape
@@ -28,12 +38,18 @@ func cgoAESEncryptBlockAsm(enc *[cgoAESRounds + 1][cgoBlockLen]byte, dst, src *[
 //go:noescape
 func cgoAESDecryptBlockAsm(dec *[cgoAESRounds + 1][cgoBlockLen]byte, dst, src *[cgoBlockLen]byte)
 
-// cgoAESCTRAsm writes 8*nbatch key-stream blocks to out: AES(iv + i) for
-// i = 0, 1, ..., where "+ i" adds to the last byte only. The caller makes
-// sure that byte cannot wrap.
+// cgoAESCTRXorAsm XORs n bytes of CTR key stream into data: AES(iv + i)
+// for i = 0, 1, ..., where "+ i" adds to the last byte only. It makes the
+// stream in batches of cgoCTRBatch blocks; the caller makes sure the last
+// IV byte cannot wrap.
 //
 //go:noescape
-func cgoAESCTRAsm(enc *[cgoAESRounds + 1][cgoBlockLen]byte, iv *[cgoBlockLen]byte, out *byte, nbatch int)
+func cgoAESCTRXorAsm(enc *[cgoAESRounds + 1][cgoBlockLen]byte, iv *[cgoBlockLen]byte, data *byte, n int)
+
+// cgoAESCTRXorVAESAsm is cgoAESCTRXorAsm with VAES, 16 blocks per pass.
+//
+//go:noescape
+func cgoAESCTRXorVAESAsm(enc *[cgoAESRounds + 1][cgoBlockLen]byte, iv *[cgoBlockLen]byte, data *byte, n int)
 
 // init keys a; withDecrypt also prepares decryption.
 func (a *cgoAES) init(key *[cgoAESKeyLen]byte, withDecrypt bool) {
@@ -69,16 +85,20 @@ func (a *cgoAES) decryptBlock(b *[cgoBlockLen]byte) {
 	a.blk.Decrypt(b[:], b[:])
 }
 
-// ctr fills ks (a whole number of cgoCTRBatchLen) with CTR key stream
-// from iv, counting in the last byte of the IV, which must have room for
-// len(ks)/16 steps.
-func (a *cgoAES) ctr(iv *[cgoBlockLen]byte, ks []byte) {
-	if len(ks)%cgoCTRBatchLen != 0 || int(iv[cgoBlockLen-1])+len(ks)/cgoBlockLen > 256 {
-		panic("layercrypt: bad CTR request")
-	}
-	if a.asm {
-		cgoAESCTRAsm(&a.enc, iv, &ks[0], len(ks)/cgoCTRBatchLen)
+// xorKeyStream XORs len(data) bytes of CTR key stream from iv into data.
+// The stream counts in the last byte of the IV only (see cgoCTRCheck).
+func (a *cgoAES) xorKeyStream(iv *[cgoBlockLen]byte, data []byte) {
+	cgoCTRCheck(iv, len(data))
+	if len(data) == 0 {
 		return
 	}
-	a.ctrGeneric(iv, ks)
+	if a.asm {
+		if cgoAESUseVAES {
+			cgoAESCTRXorVAESAsm(&a.enc, iv, &data[0], len(data))
+			return
+		}
+		cgoAESCTRXorAsm(&a.enc, iv, &data[0], len(data))
+		return
+	}
+	a.xorKeyStreamGeneric(iv, data)
 }

@@ -169,75 +169,145 @@ TEXT ·cgoAESDecryptBlockAsm(SB), NOSPLIT, $0-24
 	AESENC X8, X6 \
 	AESENC X8, X7
 
-// func cgoAESCTRAsm(enc *[11][16]byte, iv *[16]byte, out *byte, nbatch int)
-// Eight counter blocks per pass (X0..X7), so that the AESENC latency of one
-// block is hidden behind the other seven. X12 is the next counter, X13 the
-// increment, X8 the current round key.
-TEXT ·cgoAESCTRAsm(SB), NOSPLIT, $0-32
+// KEYSTREAM8 sets X0..X7 to AES(X12), AES(X12+1), ..., AES(X12+7) and
+// advances X12 by 8. Eight independent blocks hide the AESENC latency.
+#define KEYSTREAM8 \
+	MOVOU X12, X0 \
+	PADDB X13, X12 \
+	MOVOU X12, X1 \
+	PADDB X13, X12 \
+	MOVOU X12, X2 \
+	PADDB X13, X12 \
+	MOVOU X12, X3 \
+	PADDB X13, X12 \
+	MOVOU X12, X4 \
+	PADDB X13, X12 \
+	MOVOU X12, X5 \
+	PADDB X13, X12 \
+	MOVOU X12, X6 \
+	PADDB X13, X12 \
+	MOVOU X12, X7 \
+	PADDB X13, X12 \
+	MOVOU 0(AX), X8 \
+	PXOR  X8, X0 \
+	PXOR  X8, X1 \
+	PXOR  X8, X2 \
+	PXOR  X8, X3 \
+	PXOR  X8, X4 \
+	PXOR  X8, X5 \
+	PXOR  X8, X6 \
+	PXOR  X8, X7 \
+	ROUND8(16) \
+	ROUND8(32) \
+	ROUND8(48) \
+	ROUND8(64) \
+	ROUND8(80) \
+	ROUND8(96) \
+	ROUND8(112) \
+	ROUND8(128) \
+	ROUND8(144) \
+	MOVOU 160(AX), X8 \
+	AESENCLAST X8, X0 \
+	AESENCLAST X8, X1 \
+	AESENCLAST X8, X2 \
+	AESENCLAST X8, X3 \
+	AESENCLAST X8, X4 \
+	AESENCLAST X8, X5 \
+	AESENCLAST X8, X6 \
+	AESENCLAST X8, X7
+
+// func cgoAESCTRXorAsm(enc *[11][16]byte, iv *[16]byte, data *byte, n int)
+// XORs n bytes of CTR key stream into data: block i of the stream is
+// AES(iv + i), "+ i" adding to the last byte only (the caller makes sure it
+// cannot wrap, counting whole batches of 8). Whole 128-byte batches are
+// XORed from registers; the last partial batch goes through the 128-byte
+// frame, which is zeroed afterwards. X12 is the next counter, X13 the
+// increment, X8 the round key or data.
+TEXT ·cgoAESCTRXorAsm(SB), NOSPLIT, $128-32
 	MOVQ  enc+0(FP), AX
 	MOVQ  iv+8(FP), BX
-	MOVQ  out+16(FP), DI
-	MOVQ  nbatch+24(FP), CX
+	MOVQ  data+16(FP), DI
+	MOVQ  n+24(FP), CX
 	MOVOU (BX), X12
 	MOVOU cgoAESOne<>(SB), X13
-	TESTQ CX, CX
-	JZ    done
 
 batch:
-	MOVOU X12, X0
-	PADDB X13, X12
-	MOVOU X12, X1
-	PADDB X13, X12
-	MOVOU X12, X2
-	PADDB X13, X12
-	MOVOU X12, X3
-	PADDB X13, X12
-	MOVOU X12, X4
-	PADDB X13, X12
-	MOVOU X12, X5
-	PADDB X13, X12
-	MOVOU X12, X6
-	PADDB X13, X12
-	MOVOU X12, X7
-	PADDB X13, X12
-	MOVOU 0(AX), X8
+	CMPQ  CX, $128
+	JB    partial
+	KEYSTREAM8
+	MOVOU 0(DI), X8
 	PXOR  X8, X0
-	PXOR  X8, X1
-	PXOR  X8, X2
-	PXOR  X8, X3
-	PXOR  X8, X4
-	PXOR  X8, X5
-	PXOR  X8, X6
-	PXOR  X8, X7
-	ROUND8(16)
-	ROUND8(32)
-	ROUND8(48)
-	ROUND8(64)
-	ROUND8(80)
-	ROUND8(96)
-	ROUND8(112)
-	ROUND8(128)
-	ROUND8(144)
-	MOVOU 160(AX), X8
-	AESENCLAST X8, X0
-	AESENCLAST X8, X1
-	AESENCLAST X8, X2
-	AESENCLAST X8, X3
-	AESENCLAST X8, X4
-	AESENCLAST X8, X5
-	AESENCLAST X8, X6
-	AESENCLAST X8, X7
 	MOVOU X0, 0(DI)
+	MOVOU 16(DI), X8
+	PXOR  X8, X1
 	MOVOU X1, 16(DI)
+	MOVOU 32(DI), X8
+	PXOR  X8, X2
 	MOVOU X2, 32(DI)
+	MOVOU 48(DI), X8
+	PXOR  X8, X3
 	MOVOU X3, 48(DI)
+	MOVOU 64(DI), X8
+	PXOR  X8, X4
 	MOVOU X4, 64(DI)
+	MOVOU 80(DI), X8
+	PXOR  X8, X5
 	MOVOU X5, 80(DI)
+	MOVOU 96(DI), X8
+	PXOR  X8, X6
 	MOVOU X6, 96(DI)
+	MOVOU 112(DI), X8
+	PXOR  X8, X7
 	MOVOU X7, 112(DI)
 	ADDQ  $128, DI
+	SUBQ  $128, CX
+	JMP   batch
+
+partial:
+	TESTQ CX, CX
+	JZ    done
+	KEYSTREAM8
+	MOVOU X0, 0(SP)
+	MOVOU X1, 16(SP)
+	MOVOU X2, 32(SP)
+	MOVOU X3, 48(SP)
+	MOVOU X4, 64(SP)
+	MOVOU X5, 80(SP)
+	MOVOU X6, 96(SP)
+	MOVOU X7, 112(SP)
+	MOVQ  SP, SI
+
+qwords:
+	CMPQ  CX, $8
+	JB    bytes
+	MOVQ  (SI), R8
+	XORQ  R8, (DI)
+	ADDQ  $8, SI
+	ADDQ  $8, DI
+	SUBQ  $8, CX
+	JMP   qwords
+
+bytes:
+	TESTQ CX, CX
+	JZ    wipe
+	MOVB  (SI), R8
+	XORB  R8, (DI)
+	INCQ  SI
+	INCQ  DI
 	DECQ  CX
-	JNZ   batch
+	JMP   bytes
+
+wipe:
+	PXOR  X0, X0
+	MOVOU X0, 0(SP)
+	MOVOU X0, 16(SP)
+	MOVOU X0, 32(SP)
+	MOVOU X0, 48(SP)
+	MOVOU X0, 64(SP)
+	MOVOU X0, 80(SP)
+	MOVOU X0, 96(SP)
+	MOVOU X0, 112(SP)
+	XORQ  R8, R8
 
 done:
 	PXOR  X0, X0
@@ -250,4 +320,170 @@ done:
 	PXOR  X7, X7
 	PXOR  X8, X8
 	PXOR  X12, X12
+	RET
+
+// VAES key stream: four blocks per ZMM register. Lane j of a counter register
+// holds the IV plus (4i + j) in its last byte.
+DATA cgoVAESLanes<>+0x00(SB)/8, $0
+DATA cgoVAESLanes<>+0x08(SB)/8, $0x0000000000000000
+DATA cgoVAESLanes<>+0x10(SB)/8, $0
+DATA cgoVAESLanes<>+0x18(SB)/8, $0x0100000000000000
+DATA cgoVAESLanes<>+0x20(SB)/8, $0
+DATA cgoVAESLanes<>+0x28(SB)/8, $0x0200000000000000
+DATA cgoVAESLanes<>+0x30(SB)/8, $0
+DATA cgoVAESLanes<>+0x38(SB)/8, $0x0300000000000000
+GLOBL cgoVAESLanes<>(SB), (NOPTR+RODATA), $64
+DATA cgoVAESFour<>+0x00(SB)/8, $0
+DATA cgoVAESFour<>+0x08(SB)/8, $0x0400000000000000
+GLOBL cgoVAESFour<>(SB), (NOPTR+RODATA), $16
+
+// VROUND4(k) applies one VAESENC round with key register k to Z0..Z3.
+#define VROUND4(k) \
+	VAESENC k, Z0, Z0 \
+	VAESENC k, Z1, Z1 \
+	VAESENC k, Z2, Z2 \
+	VAESENC k, Z3, Z3
+
+// VKEYSTREAM16 sets Z0..Z3 to 16 blocks of key stream from the counters in
+// Z12 (four lanes) and advances Z12 by 16. Z13 holds +4 in every lane;
+// Z16..Z26 the round keys, broadcast to all lanes.
+#define VKEYSTREAM16 \
+	VPXORQ Z16, Z12, Z0 \
+	VPADDB Z13, Z12, Z12 \
+	VPXORQ Z16, Z12, Z1 \
+	VPADDB Z13, Z12, Z12 \
+	VPXORQ Z16, Z12, Z2 \
+	VPADDB Z13, Z12, Z12 \
+	VPXORQ Z16, Z12, Z3 \
+	VPADDB Z13, Z12, Z12 \
+	VROUND4(Z17) \
+	VROUND4(Z18) \
+	VROUND4(Z19) \
+	VROUND4(Z20) \
+	VROUND4(Z21) \
+	VROUND4(Z22) \
+	VROUND4(Z23) \
+	VROUND4(Z24) \
+	VROUND4(Z25) \
+	VAESENCLAST Z26, Z0, Z0 \
+	VAESENCLAST Z26, Z1, Z1 \
+	VAESENCLAST Z26, Z2, Z2 \
+	VAESENCLAST Z26, Z3, Z3
+
+// func cgoAESCTRXorVAESAsm(enc *[11][16]byte, iv *[16]byte, data *byte, n int)
+// cgoAESCTRXorAsm with VAES on ZMM registers, 16 blocks per pass. The last,
+// partial pass XORs through byte masks (AVX512BW) instead of a buffer.
+TEXT ·cgoAESCTRXorVAESAsm(SB), NOSPLIT, $0-32
+	MOVQ            enc+0(FP), AX
+	MOVQ            iv+8(FP), BX
+	MOVQ            data+16(FP), DI
+	MOVQ            n+24(FP), CX
+	VBROADCASTI32X4 0(AX), Z16
+	VBROADCASTI32X4 16(AX), Z17
+	VBROADCASTI32X4 32(AX), Z18
+	VBROADCASTI32X4 48(AX), Z19
+	VBROADCASTI32X4 64(AX), Z20
+	VBROADCASTI32X4 80(AX), Z21
+	VBROADCASTI32X4 96(AX), Z22
+	VBROADCASTI32X4 112(AX), Z23
+	VBROADCASTI32X4 128(AX), Z24
+	VBROADCASTI32X4 144(AX), Z25
+	VBROADCASTI32X4 160(AX), Z26
+	VBROADCASTI32X4 (BX), Z12
+	VPADDB          cgoVAESLanes<>(SB), Z12, Z12
+	VBROADCASTI32X4 cgoVAESFour<>(SB), Z13
+
+vbatch:
+	CMPQ      CX, $256
+	JB        vpartial
+	VKEYSTREAM16
+	VPXORQ    0(DI), Z0, Z0
+	VMOVDQU64 Z0, 0(DI)
+	VPXORQ    64(DI), Z1, Z1
+	VMOVDQU64 Z1, 64(DI)
+	VPXORQ    128(DI), Z2, Z2
+	VMOVDQU64 Z2, 128(DI)
+	VPXORQ    192(DI), Z3, Z3
+	VMOVDQU64 Z3, 192(DI)
+	ADDQ      $256, DI
+	SUBQ      $256, CX
+	JMP       vbatch
+
+vpartial:
+	TESTQ     CX, CX
+	JZ        vdone
+	VKEYSTREAM16
+	MOVQ      $-1, DX
+	CMPQ      CX, $64
+	JAE       vfull0
+	BZHIQ     CX, DX, R8 // R8 = low CX bits set
+	KMOVQ     R8, K1
+	VMOVDQU8.Z 0(DI), K1, Z8
+	VPXORQ    Z8, Z0, Z0
+	VMOVDQU8  Z0, K1, 0(DI)
+	JMP       vdone
+vfull0:
+	VPXORQ    0(DI), Z0, Z0
+	VMOVDQU64 Z0, 0(DI)
+	SUBQ      $64, CX
+	JZ        vdone
+	CMPQ      CX, $64
+	JAE       vfull1
+	BZHIQ     CX, DX, R8 // R8 = low CX bits set
+	KMOVQ     R8, K1
+	VMOVDQU8.Z 64(DI), K1, Z8
+	VPXORQ    Z8, Z1, Z1
+	VMOVDQU8  Z1, K1, 64(DI)
+	JMP       vdone
+vfull1:
+	VPXORQ    64(DI), Z1, Z1
+	VMOVDQU64 Z1, 64(DI)
+	SUBQ      $64, CX
+	JZ        vdone
+	CMPQ      CX, $64
+	JAE       vfull2
+	BZHIQ     CX, DX, R8 // R8 = low CX bits set
+	KMOVQ     R8, K1
+	VMOVDQU8.Z 128(DI), K1, Z8
+	VPXORQ    Z8, Z2, Z2
+	VMOVDQU8  Z2, K1, 128(DI)
+	JMP       vdone
+vfull2:
+	VPXORQ    128(DI), Z2, Z2
+	VMOVDQU64 Z2, 128(DI)
+	SUBQ      $64, CX
+	JZ        vdone
+	CMPQ      CX, $64
+	JAE       vfull3
+	BZHIQ     CX, DX, R8 // R8 = low CX bits set
+	KMOVQ     R8, K1
+	VMOVDQU8.Z 192(DI), K1, Z8
+	VPXORQ    Z8, Z3, Z3
+	VMOVDQU8  Z3, K1, 192(DI)
+	JMP       vdone
+vfull3:
+	VPXORQ    192(DI), Z3, Z3
+	VMOVDQU64 Z3, 192(DI)
+	SUBQ      $64, CX
+
+vdone:
+	VPXORQ    Z0, Z0, Z0
+	VPXORQ    Z1, Z1, Z1
+	VPXORQ    Z2, Z2, Z2
+	VPXORQ    Z3, Z3, Z3
+	VPXORQ    Z8, Z8, Z8
+	VPXORQ    Z12, Z12, Z12
+	VPXORQ    Z16, Z16, Z16
+	VPXORQ    Z17, Z17, Z17
+	VPXORQ    Z18, Z18, Z18
+	VPXORQ    Z19, Z19, Z19
+	VPXORQ    Z20, Z20, Z20
+	VPXORQ    Z21, Z21, Z21
+	VPXORQ    Z22, Z22, Z22
+	VPXORQ    Z23, Z23, Z23
+	VPXORQ    Z24, Z24, Z24
+	VPXORQ    Z25, Z25, Z25
+	VPXORQ    Z26, Z26, Z26
+	KXORQ     K1, K1, K1
+	VZEROUPPER
 	RET

@@ -5,8 +5,10 @@ package layercrypt
 // Without the amd64 assembly, AES comes from crypto/aes. The variables
 // mirror cgo_aes_amd64.go so that the tests build everywhere.
 var (
-	cgoAESHaveAsm = false
-	cgoAESUseAsm  = false
+	cgoAESHaveAsm  = false
+	cgoAESUseAsm   = false
+	cgoAESHaveVAES = false
+	cgoAESUseVAES  = false
 )
 
 // init keys a; withDecrypt also prepares decryption.
@@ -21,12 +23,9 @@ func (a *cgoAES) decryptBlock(b *[cgoBlockLen]byte) {
 	a.blk.Decrypt(b[:], b[:])
 }
 
-// ctr fills ks (a whole number of cgoCTRBatchLen) with CTR key stream
-// from iv, counting in the last byte of the IV, which must have room for
-// len(ks)/16 steps.
-func (a *cgoAES) ctr(iv *[cgoBlockLen]byte, ks []byte) {
-	if len(ks)%cgoCTRBatchLen != 0 || int(iv[cgoBlockLen-1])+len(ks)/cgoBlockLen > 256 {
-		panic("layercrypt: bad CTR request")
-	}
-	a.ctrGeneric(iv, ks)
+// xorKeyStream XORs len(data) bytes of CTR key stream from iv into data.
+// The stream counts in the last byte of the IV only (see cgoCTRCheck).
+func (a *cgoAES) xorKeyStream(iv *[cgoBlockLen]byte, data []byte) {
+	cgoCTRCheck(iv, len(data))
+	a.xorKeyStreamGeneric(iv, data)
 }

@@ -7,40 +7,57 @@ import (
 	"testing"
 )
 
-// cgoImpls runs f under every combination of the POLYVAL and AES
-// implementations this machine has: assembly for both, portable POLYVAL
-// with crypto/aes, and the two mixed ones.
-func cgoImpls(t *testing.T, f func(t *testing.T)) {
-	t.Helper()
-	savedP, savedA := polyvalUseAsm, cgoAESUseAsm
-	t.Cleanup(func() { polyvalUseAsm, cgoAESUseAsm = savedP, savedA })
-	for _, pa := range []bool{true, false} {
-		for _, aa := range []bool{true, false} {
-			if (pa && !polyvalHaveAsm) || (aa && !cgoAESHaveAsm) {
-				continue
-			}
-			name := map[bool]string{true: "asm", false: "generic"}
-			polyvalUseAsm, cgoAESUseAsm = pa, aa
-			t.Run("polyval-"+name[pa]+"/aes-"+name[aa], f)
-		}
-	}
-	polyvalUseAsm, cgoAESUseAsm = savedP, savedA
+// cgoAESMode is one AES implementation: VAES, AES-NI or crypto/aes.
+type cgoAESMode struct {
+	name      string
+	asm, vaes bool
 }
 
-// aesImpls runs f with AES-NI (if present) and with crypto/aes.
+// cgoAESModes lists the AES implementations this machine can run.
+func cgoAESModes() []cgoAESMode {
+	var ms []cgoAESMode
+	if cgoAESHaveVAES {
+		ms = append(ms, cgoAESMode{"vaes", true, true})
+	}
+	if cgoAESHaveAsm {
+		ms = append(ms, cgoAESMode{"aesni", true, false})
+	}
+	return append(ms, cgoAESMode{"crypto-aes", false, false})
+}
+
+// saveAESMode restores the AES selection when t ends.
+func saveAESMode(t testing.TB) {
+	a, v := cgoAESUseAsm, cgoAESUseVAES
+	t.Cleanup(func() { cgoAESUseAsm, cgoAESUseVAES = a, v })
+}
+
+// cgoImpls runs f under every combination of the POLYVAL and AES
+// implementations this machine has.
+func cgoImpls(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	savedP := polyvalUseAsm
+	t.Cleanup(func() { polyvalUseAsm = savedP })
+	saveAESMode(t)
+	for _, pa := range []bool{true, false} {
+		if pa && !polyvalHaveAsm {
+			continue
+		}
+		for _, m := range cgoAESModes() {
+			polyvalUseAsm = pa
+			cgoAESUseAsm, cgoAESUseVAES = m.asm, m.vaes
+			t.Run("polyval-"+map[bool]string{true: "asm", false: "generic"}[pa]+"/aes-"+m.name, f)
+		}
+	}
+}
+
+// aesImpls runs f with each AES implementation this machine has.
 func aesImpls(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
-	saved := cgoAESUseAsm
-	t.Cleanup(func() { cgoAESUseAsm = saved })
-	if cgoAESHaveAsm {
-		cgoAESUseAsm = true
-		t.Run("aesni", f)
-	} else {
-		t.Log("no AES-NI assembly on this build/CPU; testing the crypto/aes fallback only")
+	saveAESMode(t)
+	for _, m := range cgoAESModes() {
+		cgoAESUseAsm, cgoAESUseVAES = m.asm, m.vaes
+		t.Run(m.name, f)
 	}
-	cgoAESUseAsm = false
-	t.Run("crypto-aes", f)
-	cgoAESUseAsm = saved
 }
 
 // FIPS-197 (AES), Appendix B (cipher example, with the key of the
@@ -80,8 +97,7 @@ func TestCGOAESKeyExpansionFIPS197(t *testing.T) {
 	if !cgoAESHaveAsm {
 		t.Skip("no AES-NI assembly on this build/CPU")
 	}
-	saved := cgoAESUseAsm
-	t.Cleanup(func() { cgoAESUseAsm = saved })
+	saveAESMode(t)
 	cgoAESUseAsm = true
 	var key [16]byte
 	copy(key[:], polyvalUnhex(t, "2b7e151628aed2a6abf7158809cf4f3c"))
@@ -101,17 +117,28 @@ func TestCGOAESKeyExpansionFIPS197(t *testing.T) {
 	}
 }
 
-// TestCGOAESMatchesCryptoAES checks the AES-NI code against crypto/aes on
-// random keys: block encryption, decryption and CTR key stream.
+// TestCGOAESMatchesCryptoAES checks the AES-NI and VAES code against
+// crypto/aes on random keys: block encryption, decryption and CTR key
+// stream of random lengths (so every partial-pass shape).
 func TestCGOAESMatchesCryptoAES(t *testing.T) {
 	if !cgoAESHaveAsm {
 		t.Skip("no AES-NI assembly on this build/CPU")
 	}
-	saved := cgoAESUseAsm
-	t.Cleanup(func() { cgoAESUseAsm = saved })
-	cgoAESUseAsm = true
+	saveAESMode(t)
+	for _, m := range cgoAESModes() {
+		if !m.asm {
+			continue
+		}
+		t.Run(m.name, func(t *testing.T) {
+			cgoAESUseAsm, cgoAESUseVAES = m.asm, m.vaes
+			cgoAESCheckAgainstCryptoAES(t)
+		})
+	}
+}
+
+func cgoAESCheckAgainstCryptoAES(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
-	for i := 0; i < 500; i++ {
+	for i := 0; i < 1000; i++ {
 		var key, blk, iv [16]byte
 		fillRand(rng, key[:])
 		fillRand(rng, blk[:])
@@ -137,16 +164,26 @@ func TestCGOAESMatchesCryptoAES(t *testing.T) {
 			t.Fatalf("key %x: decrypt %x, want %x", key, got, want)
 		}
 
-		nbatch := 1 + rng.IntN(4)
-		iv[15] = byte(rng.IntN(256 - nbatch*cgoCTRBatch + 1))
-		ks := make([]byte, nbatch*cgoCTRBatchLen)
-		a.ctr(&iv, ks)
-		for j := 0; j < len(ks)/16; j++ {
+		n := rng.IntN(3*cgoCTRBatchLen + 1)
+		batches := (n + cgoCTRBatchLen - 1) / cgoCTRBatchLen
+		iv[15] = byte(rng.IntN(256 - batches*cgoCTRBatch + 1))
+		// Guard bytes after the data catch writes past its end.
+		buf := make([]byte, n+2*cgoCTRBatchLen)
+		fillRand(rng, buf)
+		orig := bytes.Clone(buf)
+		data := buf[:n:n]
+		a.xorKeyStream(&iv, data)
+		if !bytes.Equal(buf[n:], orig[n:]) {
+			t.Fatalf("key %x iv %x len %d: key stream written past the data", key, iv, n)
+		}
+		for j := 0; j < n; j += 16 {
 			ctr := iv
-			ctr[15] += byte(j)
+			ctr[15] += byte(j / 16)
 			ref.Encrypt(want[:], ctr[:])
-			if !bytes.Equal(ks[j*16:(j+1)*16], want[:]) {
-				t.Fatalf("key %x iv %x: CTR block %d = %x, want %x", key, iv, j, ks[j*16:(j+1)*16], want)
+			for k := j; k < min(j+16, n); k++ {
+				if data[k] != orig[k]^want[k-j] {
+					t.Fatalf("key %x iv %x len %d: CTR byte %d wrong", key, iv, n, k)
+				}
 			}
 		}
 	}
@@ -157,8 +194,10 @@ func TestCGOAESRejectsBadCTR(t *testing.T) {
 		var a cgoAES
 		a.init(&[16]byte{}, false)
 		for name, f := range map[string]func(){
-			"partial batch": func() { a.ctr(&[16]byte{}, make([]byte, 16)) },
-			"counter wraps": func() { a.ctr(&[16]byte{15: 0xfc}, make([]byte, cgoCTRBatchLen)) },
+			"counter wraps": func() { a.xorKeyStream(&[16]byte{15: 0xfc}, make([]byte, 1)) },
+			"counter wraps on a later batch": func() {
+				a.xorKeyStream(&[16]byte{15: 256 - 2*cgoCTRBatch + 1}, make([]byte, cgoCTRBatchLen+1))
+			},
 			"no decrypt key": func() {
 				var b [16]byte
 				a.decryptBlock(&b)
@@ -173,6 +212,9 @@ func TestCGOAESRejectsBadCTR(t *testing.T) {
 				f()
 			}()
 		}
+		// The largest requests CGO makes are allowed.
+		a.xorKeyStream(&[16]byte{15: 0xc0}, make([]byte, CGOMessageLen))
+		a.xorKeyStream(&[16]byte{15: 0xc0 + cgoPRFT1Offset}, make([]byte, cgoUpdateLen))
 	})
 }
 
@@ -189,10 +231,10 @@ func BenchmarkCGOAESCTR(b *testing.B) {
 	var key, iv [16]byte
 	var a cgoAES
 	a.init(&key, false)
-	ks := make([]byte, cgoPRFT0Batches*cgoCTRBatchLen)
+	var data [CGOMessageLen]byte
 	b.ReportAllocs()
-	b.SetBytes(int64(len(ks)))
+	b.SetBytes(int64(len(data)))
 	for range b.N {
-		a.ctr(&iv, ks)
+		a.xorKeyStream(&iv, data[:])
 	}
 }

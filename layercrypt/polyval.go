@@ -63,11 +63,8 @@ type Polyval struct {
 
 // Init keys p with H = key and clears the running sum.
 func (p *Polyval) Init(key *[PolyvalKeyLen]byte) {
-	h := polyvalLoad(key[:])
-	p.pow[0] = h
-	for i := 1; i < polyvalAggBlocks; i++ {
-		p.pow[i] = polyvalMul(p.pow[i-1], h)
-	}
+	p.pow[0] = polyvalLoad(key[:])
+	polyvalPowers(p)
 	p.acc = polyvalElem{}
 }
 

@@ -4,8 +4,9 @@ package layercrypt
 
 import "golang.org/x/sys/cpu"
 
-// polyvalHaveAsm reports whether this CPU can run the PCLMULQDQ code.
-var polyvalHaveAsm = cpu.X86.HasPCLMULQDQ
+// polyvalHaveAsm reports whether this CPU can run the assembly, which uses
+// PCLMULQDQ in its AVX (VEX) encoding.
+var polyvalHaveAsm = cpu.X86.HasPCLMULQDQ && cpu.X86.HasAVX
 
 // polyvalUseAsm selects the assembly. Tests clear it to force the portable
 // code on any machine.
@@ -15,6 +16,11 @@ var polyvalUseAsm = polyvalHaveAsm
 //
 //go:noescape
 func polyvalMulAsm(out, a, b *polyvalElem)
+
+// polyvalPowersAsm sets pow[1..7] to H^2..H^8 from pow[0] = H.
+//
+//go:noescape
+func polyvalPowersAsm(pow *[polyvalAggBlocks]polyvalElem)
 
 // polyvalBlocksAsm absorbs n >= 1 blocks at data into *acc, folding up to
 // polyvalAggBlocks blocks per reduction with the powers in *pow.
@@ -29,6 +35,15 @@ func polyvalBlocks(p *Polyval, blocks []byte) {
 		return
 	}
 	polyvalBlocksGeneric(p, blocks)
+}
+
+// polyvalPowers sets p.pow[1..7] from p.pow[0].
+func polyvalPowers(p *Polyval) {
+	if polyvalUseAsm {
+		polyvalPowersAsm(&p.pow)
+		return
+	}
+	polyvalPowersGeneric(p)
 }
 
 // polyvalMul returns dot(a, b).

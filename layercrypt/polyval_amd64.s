@@ -2,15 +2,16 @@
 
 #include "textflag.h"
 
-// POLYVAL with PCLMULQDQ (see polyval.go for the field and its encoding).
+// POLYVAL with PCLMULQDQ, VEX-encoded (AVX) so that products need no
+// register copies. See polyval.go for the field and its encoding.
 //
 // A field element lives in an XMM register exactly as its 16 bytes sit in
 // memory: qword 0 holds x^0..x^63, qword 1 holds x^64..x^127. No byte
 // swapping is needed, unlike GHASH.
 //
-// Registers: X0 running sum, X1 input block, X2 key power, X3-X5 scratch,
-// X8/X9/X10 the low, high and middle 128-bit parts of the unreduced product
-// being accumulated, X11 the reduction constant.
+// Registers: X0 running sum, X1 input block, X2 key power, X3 scratch,
+// X8/X9/X10 the low, high and middle 128-bit parts of the unreduced sum of
+// products being accumulated, X11 the reduction constant.
 
 // The reduction constant: x^63 + x^62 + x^57 in both qwords. A carry-less
 // product of a qword w with it is w * (P - 1 - x^128) / x^64, i.e. the
@@ -19,55 +20,96 @@ DATA polyvalPoly<>+0x00(SB)/8, $0xc200000000000000
 DATA polyvalPoly<>+0x08(SB)/8, $0xc200000000000000
 GLOBL polyvalPoly<>(SB), (NOPTR+RODATA), $16
 
-// MULACC adds the 256-bit carry-less product X1*X2 into X8 (a0*b0),
-// X9 (a1*b1) and X10 (a0*b1 + a1*b0). It clobbers X1, X3, X4, X5.
-#define MULACC \
-	MOVOU     X1, X3       \
-	PCLMULQDQ $0x00, X2, X3 \
-	PXOR      X3, X8       \
-	MOVOU     X1, X4       \
-	PCLMULQDQ $0x11, X2, X4 \
-	PXOR      X4, X9       \
-	MOVOU     X1, X5       \
-	PCLMULQDQ $0x01, X2, X5 \
-	PXOR      X5, X10      \
-	PCLMULQDQ $0x10, X2, X1 \
-	PXOR      X1, X10
+// MULFIRST sets X8, X9, X10 to the unreduced product X1*X2:
+// X8 = a0*b0, X9 = a1*b1, X10 = a0*b1 + a1*b0.
+#define MULFIRST \
+	VPCLMULQDQ $0x00, X2, X1, X8 \
+	VPCLMULQDQ $0x11, X2, X1, X9 \
+	VPCLMULQDQ $0x01, X2, X1, X10 \
+	VPCLMULQDQ $0x10, X2, X1, X3 \
+	VPXOR      X3, X10, X10
 
-// REDUCE sets X0 = (X8 + X10*x^64 + X9*x^128) * x^-128 mod P: Montgomery
-// reduction in two folds of 64 bits, each adding w*P for the lowest
-// remaining qword w. It clobbers X3, X8, X9, X10.
-#define REDUCE \
-	MOVOU     X10, X3        \
-	PSLLDQ    $8, X3         \
-	PSRLDQ    $8, X10        \
-	PXOR      X3, X8         \
-	PXOR      X10, X9        \
-	MOVOU     X8, X3         \
-	PCLMULQDQ $0x00, X11, X3 \
-	PSHUFD    $0x4e, X8, X8  \
-	PXOR      X3, X8         \
-	MOVOU     X8, X3         \
-	PCLMULQDQ $0x00, X11, X3 \
-	PSHUFD    $0x4e, X8, X8  \
-	PXOR      X3, X8         \
-	PXOR      X9, X8         \
-	MOVOU     X8, X0
+// MULACC adds the unreduced product X1*X2 into X8, X9, X10.
+#define MULACC \
+	VPCLMULQDQ $0x00, X2, X1, X3 \
+	VPXOR      X3, X8, X8 \
+	VPCLMULQDQ $0x11, X2, X1, X3 \
+	VPXOR      X3, X9, X9 \
+	VPCLMULQDQ $0x01, X2, X1, X3 \
+	VPXOR      X3, X10, X10 \
+	VPCLMULQDQ $0x10, X2, X1, X3 \
+	VPXOR      X3, X10, X10
+
+// REDUCE(out) sets out = (X8 + X10*x^64 + X9*x^128) * x^-128 mod P:
+// Montgomery reduction in two folds of 64 bits, each adding w*P for the
+// lowest remaining qword w. It clobbers X3, X8, X9, X10.
+#define REDUCE(out) \
+	VPSLLDQ    $8, X10, X3 \
+	VPSRLDQ    $8, X10, X10 \
+	VPXOR      X3, X8, X8 \
+	VPXOR      X10, X9, X9 \
+	VPCLMULQDQ $0x00, X11, X8, X3 \
+	VPSHUFD    $0x4e, X8, X8 \
+	VPXOR      X3, X8, X8 \
+	VPCLMULQDQ $0x00, X11, X8, X3 \
+	VPSHUFD    $0x4e, X8, X8 \
+	VPXOR      X3, X8, X8 \
+	VPXOR      X9, X8, out
 
 // func polyvalMulAsm(out, a, b *polyvalElem)
 TEXT ·polyvalMulAsm(SB), NOSPLIT, $0-24
-	MOVQ  out+0(FP), DI
-	MOVQ  a+8(FP), SI
-	MOVQ  b+16(FP), DX
-	MOVOU polyvalPoly<>(SB), X11
-	MOVOU (SI), X1
-	MOVOU (DX), X2
-	PXOR  X8, X8
-	PXOR  X9, X9
-	PXOR  X10, X10
-	MULACC
-	REDUCE
-	MOVOU X0, (DI)
+	MOVQ    out+0(FP), DI
+	MOVQ    a+8(FP), SI
+	MOVQ    b+16(FP), DX
+	VMOVDQU polyvalPoly<>(SB), X11
+	VMOVDQU (SI), X1
+	VMOVDQU (DX), X2
+	MULFIRST
+	REDUCE(X0)
+	VMOVDQU X0, (DI)
+	VZEROUPPER
+	RET
+
+// DOT(a, b, out) sets out = dot(a, b) for registers a, b, out (none of
+// X1, X2, X3, X8-X11).
+#define DOT(a, b, out) \
+	VMOVDQA a, X1 \
+	VMOVDQA b, X2 \
+	MULFIRST \
+	REDUCE(out)
+
+// func polyvalPowersAsm(pow *[8]polyvalElem)
+// Sets pow[i] = H^(i+1) for i = 1..7 from pow[0] = H, in a tree of depth 3
+// so that independent products overlap.
+TEXT ·polyvalPowersAsm(SB), NOSPLIT, $0-8
+	MOVQ    pow+0(FP), DI
+	VMOVDQU polyvalPoly<>(SB), X11
+	VMOVDQU (DI), X4
+	DOT(X4, X4, X5)   // H^2
+	DOT(X5, X4, X6)   // H^3
+	DOT(X5, X5, X7)   // H^4
+	DOT(X7, X4, X12)  // H^5
+	DOT(X7, X5, X13)  // H^6
+	DOT(X7, X6, X14)  // H^7
+	DOT(X7, X7, X15)  // H^8
+	VMOVDQU X5, 16(DI)
+	VMOVDQU X6, 32(DI)
+	VMOVDQU X7, 48(DI)
+	VMOVDQU X12, 64(DI)
+	VMOVDQU X13, 80(DI)
+	VMOVDQU X14, 96(DI)
+	VMOVDQU X15, 112(DI)
+	VPXOR   X4, X4, X4
+	VPXOR   X5, X5, X5
+	VPXOR   X6, X6, X6
+	VPXOR   X7, X7, X7
+	VPXOR   X12, X12, X12
+	VPXOR   X13, X13, X13
+	VPXOR   X14, X14, X14
+	VPXOR   X15, X15, X15
+	VPXOR   X1, X1, X1
+	VPXOR   X2, X2, X2
+	VZEROUPPER
 	RET
 
 // func polyvalBlocksAsm(acc *polyvalElem, pow *[8]polyvalElem, data *byte, n int)
@@ -75,48 +117,80 @@ TEXT ·polyvalMulAsm(SB), NOSPLIT, $0-24
 // Blocks are taken in chunks of m = min(8, remaining). For a chunk
 // X_1..X_m and running sum S, the new sum is
 //   dot(S + X_1, H^m) + dot(X_2, H^(m-1)) + ... + dot(X_m, H^1),
-// computed as m unreduced products and one reduction.
+// computed as m unreduced products and one reduction. Whole chunks of 8
+// run unrolled; a shorter last chunk runs in a loop.
 TEXT ·polyvalBlocksAsm(SB), NOSPLIT, $0-32
-	MOVQ  acc+0(FP), DI
-	MOVQ  pow+8(FP), DX
-	MOVQ  data+16(FP), SI
-	MOVQ  n+24(FP), CX
-	MOVOU (DI), X0
-	MOVOU polyvalPoly<>(SB), X11
+	MOVQ    acc+0(FP), DI
+	MOVQ    pow+8(FP), DX
+	MOVQ    data+16(FP), SI
+	MOVQ    n+24(FP), CX
+	VMOVDQU (DI), X0
+	VMOVDQU polyvalPoly<>(SB), X11
 
-chunk:
-	TESTQ CX, CX
-	JZ    done
-	MOVQ  CX, BX
-	CMPQ  BX, $8
-	JBE   sized
-	MOVQ  $8, BX
-
-sized:
-	SUBQ  BX, CX
-	MOVQ  BX, R8
-	SHLQ  $4, R8
-	LEAQ  -16(DX)(R8*1), R8 // R8 = &pow[m-1]
-	PXOR  X8, X8
-	PXOR  X9, X9
-	PXOR  X10, X10
-	MOVOU (SI), X1
-	PXOR  X0, X1
-	JMP   mul
-
-next:
-	MOVOU (SI), X1
-
-mul:
-	MOVOU (R8), X2
+full:
+	CMPQ    CX, $8
+	JB      tail
+	VMOVDQU 0(SI), X1
+	VPXOR   X0, X1, X1
+	VMOVDQU 112(DX), X2
+	MULFIRST
+	VMOVDQU 16(SI), X1
+	VMOVDQU 96(DX), X2
 	MULACC
-	ADDQ  $16, SI
-	SUBQ  $16, R8
-	DECQ  BX
-	JNZ   next
-	REDUCE
-	JMP   chunk
+	VMOVDQU 32(SI), X1
+	VMOVDQU 80(DX), X2
+	MULACC
+	VMOVDQU 48(SI), X1
+	VMOVDQU 64(DX), X2
+	MULACC
+	VMOVDQU 64(SI), X1
+	VMOVDQU 48(DX), X2
+	MULACC
+	VMOVDQU 80(SI), X1
+	VMOVDQU 32(DX), X2
+	MULACC
+	VMOVDQU 96(SI), X1
+	VMOVDQU 16(DX), X2
+	MULACC
+	VMOVDQU 112(SI), X1
+	VMOVDQU 0(DX), X2
+	MULACC
+	REDUCE(X0)
+	ADDQ    $128, SI
+	SUBQ    $8, CX
+	JMP     full
+
+tail:
+	TESTQ   CX, CX
+	JZ      done
+	MOVQ    CX, R8
+	SHLQ    $4, R8
+	LEAQ    -16(DX)(R8*1), R8 // R8 = &pow[m-1]
+	VMOVDQU (SI), X1
+	VPXOR   X0, X1, X1
+	VMOVDQU (R8), X2
+	MULFIRST
+	ADDQ    $16, SI
+	SUBQ    $16, R8
+	DECQ    CX
+	JZ      tailreduce
+
+tailloop:
+	VMOVDQU (SI), X1
+	VMOVDQU (R8), X2
+	MULACC
+	ADDQ    $16, SI
+	SUBQ    $16, R8
+	DECQ    CX
+	JNZ     tailloop
+
+tailreduce:
+	REDUCE(X0)
 
 done:
-	MOVOU X0, (DI)
+	VMOVDQU X0, (DI)
+	VPXOR   X0, X0, X0
+	VPXOR   X1, X1, X1
+	VPXOR   X2, X2, X2
+	VZEROUPPER
 	RET

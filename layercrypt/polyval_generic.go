@@ -81,6 +81,13 @@ func polyvalMulGeneric(a, b polyvalElem) polyvalElem {
 	return polyvalReduce(polyvalClmul128(a, b))
 }
 
+// polyvalPowersGeneric sets p.pow[i] = H^(i+1) from p.pow[0] = H.
+func polyvalPowersGeneric(p *Polyval) {
+	for i := 1; i < polyvalAggBlocks; i++ {
+		p.pow[i] = polyvalMulGeneric(p.pow[i-1], p.pow[0])
+	}
+}
+
 // polyvalBlocksGeneric absorbs whole blocks one at a time (Horner's rule).
 func polyvalBlocksGeneric(p *Polyval, blocks []byte) {
 	h := p.pow[0]

@@ -13,5 +13,8 @@ var (
 // polyvalBlocks absorbs len(blocks)/16 blocks (len > 0, a multiple of 16).
 func polyvalBlocks(p *Polyval, blocks []byte) { polyvalBlocksGeneric(p, blocks) }
 
+// polyvalPowers sets p.pow[1..7] from p.pow[0].
+func polyvalPowers(p *Polyval) { polyvalPowersGeneric(p) }
+
 // polyvalMul returns dot(a, b).
 func polyvalMul(a, b polyvalElem) polyvalElem { return polyvalMulGeneric(a, b) }
