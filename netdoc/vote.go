@@ -215,8 +215,10 @@ func (v *Vote) Sign(k *layercrypt.IdentityKey) ([]byte, error) {
 
 // ParseVote parses a vote strictly, requires its authority to be one of
 // authorities and its signature to verify, and requires now to fall between
-// one voting period before valid-after (votes are exchanged before their
-// period starts) and valid-until.
+// two voting periods before valid-after and valid-until. (Votes are made and
+// exchanged during the period before the one they are for; the second
+// period of slack absorbs clock skew between authorities at the boundary.
+// Callers still check that valid-after is the period they are computing.)
 func ParseVote(b []byte, authorities []layercrypt.RelayID, now time.Time) (*Vote, error) {
 	v, signedEnd, sig, err := parseVote(b)
 	if err != nil {
@@ -231,7 +233,7 @@ func ParseVote(b []byte, authorities []layercrypt.RelayID, now time.Time) (*Vote
 	if now.After(v.ValidUntil) {
 		return nil, timeError("vote", ErrExpired, v.ValidUntil, now)
 	}
-	if early := v.ValidAfter.Add(-v.VotingPeriod); now.Before(early) {
+	if early := v.ValidAfter.Add(-2 * v.VotingPeriod); now.Before(early) {
 		return nil, timeError("vote", ErrNotYetValid, early, now)
 	}
 	return v, nil

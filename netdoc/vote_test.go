@@ -95,6 +95,12 @@ func TestVoteGolden(t *testing.T) {
 	if !reflect.DeepEqual(got, v) {
 		t.Errorf("ParseVote(Sign(v)) != v:\n got %+v\nwant %+v", got, v)
 	}
+	// Accepted from two periods before valid-after until valid-until.
+	for _, now := range []time.Time{testTime.Add(-2 * testPeriod), v.ValidUntil} {
+		if _, err := ParseVote(b, ids, now); err != nil {
+			t.Errorf("ParseVote at %s: %v", now, err)
+		}
+	}
 	if again, err := got.Sign(k); err != nil || string(again) != string(b) {
 		t.Errorf("Sign(ParseVote(b)) != b (%v)", err)
 	}
@@ -262,7 +268,7 @@ func TestVoteErrors(t *testing.T) {
 		{"unknown authority", g, ids[1:], now, ErrUnknownAuthority, 0},
 		{"bad signature", strings.Replace(g, "advertised=2097152", "advertised=2097153", 1), ids, now, ErrBadSignature, 0},
 		{"expired", g, ids, now.Add(3*testPeriod + time.Second), ErrExpired, 0},
-		{"too early", g, ids, now.Add(-testPeriod - time.Second), ErrNotYetValid, 0},
+		{"too early", g, ids, now.Add(-2*testPeriod - time.Second), ErrNotYetValid, 0},
 		{"consensus doc", strings.Replace(g, "chive-vote 1", "chive-consensus 1", 1), ids, now, ErrWrongType, 1},
 		{"unsorted entries", resign(func(w *Vote) { w.Relays[0], w.Relays[1] = w.Relays[1], w.Relays[0] }), ids, now, ErrUnsorted, 0},
 		{"duplicate entry", resign(func(w *Vote) { w.Relays[1] = w.Relays[0] }), ids, now, ErrDuplicateEntry, 0},
