@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +330,47 @@ func TestResolverConfig(t *testing.T) {
 		if _, err := NewResolver(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestNoSystemResolver replaces the process's Go resolver with one that
+// counts and refuses every lookup, then runs the whole path — dig through the
+// Server, the Exchanger, the Resolver's Exchange and LookupHost — and checks
+// that nothing asked it.
+func TestNoSystemResolver(t *testing.T) {
+	var systemLookups atomic.Int64
+	saved := net.DefaultResolver
+	net.DefaultResolver = &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			systemLookups.Add(1)
+			return nil, errors.New("test: system resolver used")
+		},
+	}
+	t.Cleanup(func() { net.DefaultResolver = saved })
+
+	// The hook works: a lookup through the system resolver is counted.
+	if _, err := net.DefaultResolver.LookupHost(context.Background(), "probe.chive.test"); err == nil {
+		t.Fatal("probe lookup succeeded")
+	}
+	if systemLookups.Load() == 0 {
+		t.Fatal("the counting resolver did not see the probe lookup")
+	}
+	systemLookups.Store(0)
+
+	n := newTestNet(t, nil)
+	for _, args := range [][]string{
+		{"www.chive.test", "A"}, {"+tcp", "www.chive.test", "AAAA"}, {"big.chive.test", "TXT"}, {"nope.chive.test", "A"},
+	} {
+		dig(t, n.server.Addr(), args...)
+	}
+	if _, err := n.resolver.LookupHost(context.Background(), "alias.chive.test"); err != nil {
+		t.Errorf("LookupHost: %v", err)
+	}
+	if got := systemLookups.Load(); got != 0 {
+		t.Errorf("system resolver lookups: %d, want 0", got)
+	}
+	if got := n.exch.calls.Load(); got != 4 {
+		t.Errorf("exchanger calls: %d, want 4 (one per distinct query)", got)
 	}
 }

@@ -429,8 +429,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 
 	if s.cache != nil {
 		if a, age, ok := s.cache.get(iso, k, s.now()); ok {
-			s.reply(w, req, makeReply(req, a, age))
+			// Counters move before the reply, so that a stub that has its
+			// answer sees them counted.
 			s.metrics.Queries.WithLabelValues(resultCacheHit).Inc()
+			s.reply(w, req, makeReply(req, a, age))
 			s.metrics.Duration.WithLabelValues(pathCache).Observe(time.Since(start).Seconds())
 			s.logQuery(w, k, "cache", a.Rcode, nil)
 			return

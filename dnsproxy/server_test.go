@@ -850,11 +850,16 @@ func TestServerLogsArePrivate(t *testing.T) {
 			n.exch.fail.Store(true)
 			c.Exchange(question("fail.chive.test.", dns.TypeA), n.server.Addr())
 
+			// The server logs a query after its reply: wait for all six lines
+			// (start, five queries).
+			for deadline := time.Now().Add(5 * time.Second); logs.Len() < 6 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
 			var all strings.Builder
 			for _, e := range logs.All() {
 				fmt.Fprintln(&all, e.Message, e.ContextMap())
 			}
-			if logs.Len() < 5 {
+			if logs.Len() < 6 {
 				t.Fatalf("want a debug line per query, got:\n%s", all.String())
 			}
 			leaked := strings.Contains(all.String(), "chive.test") || strings.Contains(all.String(), "127.0.0.2")
