@@ -2,10 +2,12 @@ package dnsproxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -14,6 +16,12 @@ import (
 // tcpLengthSize is the size of the length prefix of a DNS message over TCP
 // (RFC 1035 section 4.2.2, RFC 7766).
 const tcpLengthSize = 2
+
+// Accept backoff when out of file descriptors.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
 
 // limitListener bounds the open TCP connections. At the bound a new
 // connection is closed at once (and counted), so that a flood of idle
@@ -40,13 +48,25 @@ func newLimitListener(l net.Listener, max int, writeTimeout time.Duration, onRej
 	}
 }
 
-// Accept returns the next connection within the bound.
+// Accept returns the next connection within the bound. When the process is
+// out of file descriptors it backs off (5 ms doubling to 1 s) instead of
+// spinning: dns.Server would retry at once.
 func (l *limitListener) Accept() (net.Conn, error) {
+	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
+				return nil, err
+			}
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			time.Sleep(backoff)
+			if l.isClosed() {
+				return nil, net.ErrClosed
+			}
+			continue
 		}
+		backoff = 0
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -83,6 +103,12 @@ func (l *limitListener) Close() error {
 		c.Close()
 	}
 	return err
+}
+
+func (l *limitListener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
 }
 
 // open reports the number of open connections.
