@@ -21,9 +21,7 @@ package layercrypt
 // This file holds the primitives; cgo_crypt.go builds the per-hop relay
 // state and the client's circuit state from them.
 
-import (
-	"crypto/subtle"
-)
+import "encoding/binary"
 
 // Cell-body layout under CGO.
 const (
@@ -85,14 +83,10 @@ var (
 type cgoET struct {
 	kb cgoAES
 	ku Polyval
-	// tweak holds H || AD || X_R || 0 0, the tweak laid out as the 32
-	// whole blocks POLYVAL hashes, so that it is hashed in one call.
-	tweak [cgoETTweakBlocks * cgoBlockLen]byte
+	// tweak is where the portable POLYVAL lays out the tweak as 32
+	// whole blocks; the assembly reads it from the cell body in place.
+	tweak [polyvalCGOTweakLen]byte
 }
-
-// cgoETTweakBlocks is the tweak's length in POLYVAL blocks: 16 + 1 + 493
-// bytes, zero-padded to 512.
-const cgoETTweakBlocks = (CGOTagLen + 1 + CGOMessageLen + cgoBlockLen - 1) / cgoBlockLen
 
 // init keys ET. Relays only encrypt with ET and clients only decrypt;
 // withDecrypt prepares decryption.
@@ -101,33 +95,32 @@ func (e *cgoET) init(key *[cgoETKeyLen]byte, withDecrypt bool) {
 	e.ku.Init((*[PolyvalKeyLen]byte)(key[cgoAESKeyLen:]))
 }
 
-// mask computes UH(KU, h || ad || xr).
-func (e *cgoET) mask(out *[cgoBlockLen]byte, h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte) {
-	t := &e.tweak
-	copy(t[:CGOTagLen], h[:])
-	t[CGOTagLen] = ad
-	copy(t[CGOTagLen+1:], xr[:])
-	// The two padding bytes after X_R stay zero: nothing else writes them.
-	e.ku.Reset()
-	e.ku.Update(t[:])
-	e.ku.Sum(out)
+// mask computes UH(KU, h || ad || X_R) with X_R = body[16:509].
+func (e *cgoET) mask(out *[cgoBlockLen]byte, h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
+	polyvalCGOTweak(&e.ku, out, h, ad, body, &e.tweak)
 }
 
-func (e *cgoET) encrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, block *[cgoBlockLen]byte) {
+// encrypt encrypts the block body[0:16] with the tweak h || ad ||
+// body[16:509].
+func (e *cgoET) encrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
+	block := (*[cgoBlockLen]byte)(body[:cgoBlockLen])
 	var m [cgoBlockLen]byte
-	e.mask(&m, h, ad, xr)
-	subtle.XORBytes(block[:], block[:], m[:])
+	e.mask(&m, h, ad, body)
+	cgoXorBlock(block, &m)
 	e.kb.encryptBlock(block)
-	subtle.XORBytes(block[:], block[:], m[:])
+	cgoXorBlock(block, &m)
 	clear(m[:])
 }
 
-func (e *cgoET) decrypt(h *[CGOTagLen]byte, ad byte, xr *[CGOMessageLen]byte, block *[cgoBlockLen]byte) {
+// decrypt decrypts the block body[0:16] with the tweak h || ad ||
+// body[16:509].
+func (e *cgoET) decrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
+	block := (*[cgoBlockLen]byte)(body[:cgoBlockLen])
 	var m [cgoBlockLen]byte
-	e.mask(&m, h, ad, xr)
-	subtle.XORBytes(block[:], block[:], m[:])
+	e.mask(&m, h, ad, body)
+	cgoXorBlock(block, &m)
 	e.kb.decryptBlock(block)
-	subtle.XORBytes(block[:], block[:], m[:])
+	cgoXorBlock(block, &m)
 	clear(m[:])
 }
 
@@ -158,10 +151,9 @@ func (p *cgoPRF) init(key *[cgoPRFKeyLen]byte) {
 // xorStream XORs PRF(S, tweak, t) into data, with the counter starting at
 // block offset = 31*t.
 func (p *cgoPRF) xorStream(tweak *[cgoBlockLen]byte, offset byte, data []byte) {
+	// UH(B, T) for a one-block T is the single product dot(T, B).
 	var iv [cgoBlockLen]byte
-	p.b.Reset()
-	p.b.Update(tweak[:])
-	p.b.Sum(&iv)
+	polyvalStore(iv[:], polyvalMul(polyvalLoad(tweak[:]), p.b.pow[0]))
 	iv[cgoBlockLen-1] &= 0xc0
 	iv[cgoBlockLen-1] += offset
 	p.k.xorKeyStream(&iv, data)
@@ -211,8 +203,30 @@ type cgoUIV struct {
 func (u *cgoUIV) init(keys *[cgoUIVKeyLen]byte, client bool) {
 	u.keys = *keys
 	u.client = client
-	u.j.init((*[cgoETKeyLen]byte)(u.keys[:cgoETKeyLen]), client)
-	u.s.init((*[cgoPRFKeyLen]byte)(u.keys[cgoETKeyLen:]))
+	// ET's and the PRF's keys are set up together, which lets the
+	// assembly overlap the two independent computations: this is
+	// CGO's per-cell cost on every originated or recognized cell.
+	kb := (*[cgoAESKeyLen]byte)(u.keys[0:16])
+	ku := (*[PolyvalKeyLen]byte)(u.keys[16:32])
+	k := (*[cgoAESKeyLen]byte)(u.keys[32:48])
+	b := (*[PolyvalKeyLen]byte)(u.keys[48:64])
+	cgoAESInitPair(&u.j.kb, &u.s.k, kb, k, client)
+	polyvalInitPair(&u.j.ku, &u.s.b, ku, b)
+}
+
+// cgoXorBlock sets *dst ^= *src.
+func cgoXorBlock(dst, src *[cgoBlockLen]byte) {
+	binary.LittleEndian.PutUint64(dst[0:8], binary.LittleEndian.Uint64(dst[0:8])^binary.LittleEndian.Uint64(src[0:8]))
+	binary.LittleEndian.PutUint64(dst[8:16], binary.LittleEndian.Uint64(dst[8:16])^binary.LittleEndian.Uint64(src[8:16]))
+}
+
+// cgoTagEqual reports whether two tags are equal, in constant time: it
+// reads and combines all 16 bytes of both before the one comparison whose
+// result (recognized or not) the caller acts on.
+func cgoTagEqual(a, b *[CGOTagLen]byte) bool {
+	d := (binary.LittleEndian.Uint64(a[0:8]) ^ binary.LittleEndian.Uint64(b[0:8])) |
+		(binary.LittleEndian.Uint64(a[8:16]) ^ binary.LittleEndian.Uint64(b[8:16]))
+	return d == 0
 }
 
 func cgoSplit(body *[CGOBodyLen]byte) (*[CGOTagLen]byte, *[CGOMessageLen]byte) {
@@ -221,14 +235,14 @@ func cgoSplit(body *[CGOBodyLen]byte) (*[CGOTagLen]byte, *[CGOMessageLen]byte) {
 
 func (u *cgoUIV) encrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
 	left, right := cgoSplit(body)
-	u.j.encrypt(h, ad, right, left)
+	u.j.encrypt(h, ad, body)
 	u.s.xorT0(left, right)
 }
 
 func (u *cgoUIV) decrypt(h *[CGOTagLen]byte, ad byte, body *[CGOBodyLen]byte) {
 	left, right := cgoSplit(body)
 	u.s.xorT0(left, right)
-	u.j.decrypt(h, ad, right, left)
+	u.j.decrypt(h, ad, body)
 }
 
 // update replaces J and S with fresh PRF output keyed by the old S and
@@ -271,7 +285,7 @@ func (d *cgoDir) init(material *[cgoDirKeyLen]byte, client bool) {
 func (d *cgoDir) relayForward(ad byte, body *[CGOBodyLen]byte) bool {
 	d.uiv.encrypt(&d.tprime, ad, body)
 	copy(d.tprime[:], body[:CGOTagLen])
-	if subtle.ConstantTimeCompare(d.tprime[:], d.nonce[:]) != 1 {
+	if !cgoTagEqual(&d.tprime, &d.nonce) {
 		return false
 	}
 	d.uiv.update(&d.nonce)
@@ -321,7 +335,7 @@ func (d *cgoDir) clientBackward(ad byte, body *[CGOBodyLen]byte) bool {
 	copy(orig[:], body[:CGOTagLen])
 	d.uiv.decrypt(&d.tprime, ad, body)
 	d.tprime = orig
-	if subtle.ConstantTimeCompare(body[:CGOTagLen], d.nonce[:]) != 1 {
+	if !cgoTagEqual((*[CGOTagLen]byte)(body[:CGOTagLen]), &d.nonce) {
 		return false
 	}
 	d.nonce = orig

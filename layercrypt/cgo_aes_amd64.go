@@ -26,6 +26,11 @@ var cgoAESUseVAES = cgoAESHaveVAES
 //go:noescape
 func cgoAESExpandAsm(key *[cgoAESKeyLen]byte, enc *[cgoAESRounds + 1][cgoBlockLen]byte)
 
+// cgoAESExpand2Asm sets ea and eb to the round keys of ka and kb.
+//
+//go:noescape
+func cgoAESExpand2Asm(ka, kb *[cgoAESKeyLen]byte, ea, eb *[cgoAESRounds + 1][cgoBlockLen]byte)
+
 // cgoAESInvertAsm sets dec to the round keys of the equivalent inverse
 // cipher (for AESDEC) of the encryption round keys enc.
 //
@@ -66,6 +71,26 @@ func (a *cgoAES) init(key *[cgoAESKeyLen]byte, withDecrypt bool) {
 	a.blk = nil
 	a.asm = true
 	a.hasDec = withDecrypt
+}
+
+// cgoAESInitPair keys a with ka (withDecrypt preparing decryption) and b
+// with kb (encryption only), expanding both keys in one pass.
+func cgoAESInitPair(a, b *cgoAES, ka, kb *[cgoAESKeyLen]byte, withDecrypt bool) {
+	if !cgoAESUseAsm {
+		a.initGeneric(ka, withDecrypt)
+		b.initGeneric(kb, false)
+		return
+	}
+	cgoAESExpand2Asm(ka, kb, &a.enc, &b.enc)
+	if withDecrypt {
+		cgoAESInvertAsm(&a.enc, &a.dec)
+	} else {
+		clear(a.dec[:])
+	}
+	clear(b.dec[:])
+	a.blk, b.blk = nil, nil
+	a.asm, b.asm = true, true
+	a.hasDec, b.hasDec = withDecrypt, false
 }
 
 func (a *cgoAES) encryptBlock(b *[cgoBlockLen]byte) {

@@ -51,6 +51,89 @@ TEXT ·cgoAESExpandAsm(SB), NOSPLIT, $0-16
 	PXOR  X2, X2
 	RET
 
+// Key expansion with AESENCLAST instead of AESKEYGENASSIST (which is slow
+// on many Intel cores): PSHUFB with cgoAESRotWord copies RotWord(w3) into
+// every dword, and since all four columns are then equal, ShiftRows does
+// nothing and AESENCLAST with rcon in every dword yields
+// g = SubWord(RotWord(w3)) ^ rcon in every dword.
+DATA cgoAESRotWord<>+0x00(SB)/8, $0x0c0f0e0d0c0f0e0d
+DATA cgoAESRotWord<>+0x08(SB)/8, $0x0c0f0e0d0c0f0e0d
+GLOBL cgoAESRotWord<>(SB), (NOPTR+RODATA), $16
+DATA cgoAESRcon1<>+0x00(SB)/8, $0x0000000100000001
+DATA cgoAESRcon1<>+0x08(SB)/8, $0x0000000100000001
+GLOBL cgoAESRcon1<>(SB), (NOPTR+RODATA), $16
+DATA cgoAESRcon1b<>+0x00(SB)/8, $0x0000001b0000001b
+DATA cgoAESRcon1b<>+0x08(SB)/8, $0x0000001b0000001b
+GLOBL cgoAESRcon1b<>(SB), (NOPTR+RODATA), $16
+
+// NEXTKEY(key, g, t, off, base) derives the next round key in register key
+// (g and t are scratch) with rcon from X4, the RotWord mask in X3, and
+// stores it at off(base).
+#define NEXTKEY(key, g, t, off, base) \
+	MOVOU key, g \
+	PSHUFB X3, g \
+	AESENCLAST X4, g \
+	MOVOU key, t \
+	PSLLDQ $4, t \
+	PXOR t, key \
+	PSLLDQ $4, t \
+	PXOR t, key \
+	PSLLDQ $4, t \
+	PXOR t, key \
+	PXOR g, key \
+	MOVOU key, off(base)
+
+// func cgoAESExpand2Asm(ka, kb *[16]byte, ea, eb *[11][16]byte)
+// Expands two independent keys at once so that their dependency chains
+// overlap (CGO always rekeys ET and the PRF together).
+TEXT ·cgoAESExpand2Asm(SB), NOSPLIT, $0-32
+	MOVQ  ka+0(FP), AX
+	MOVQ  kb+8(FP), BX
+	MOVQ  ea+16(FP), DX
+	MOVQ  eb+24(FP), R9
+	MOVOU cgoAESRotWord<>(SB), X3
+	MOVOU cgoAESRcon1<>(SB), X4
+	MOVOU (AX), X0
+	MOVOU (BX), X5
+	MOVOU X0, 0(DX)
+	MOVOU X5, 0(R9)
+	NEXTKEY(X0, X1, X2, 16, DX)
+	NEXTKEY(X5, X6, X7, 16, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 32, DX)
+	NEXTKEY(X5, X6, X7, 32, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 48, DX)
+	NEXTKEY(X5, X6, X7, 48, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 64, DX)
+	NEXTKEY(X5, X6, X7, 64, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 80, DX)
+	NEXTKEY(X5, X6, X7, 80, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 96, DX)
+	NEXTKEY(X5, X6, X7, 96, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 112, DX)
+	NEXTKEY(X5, X6, X7, 112, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 128, DX)
+	NEXTKEY(X5, X6, X7, 128, R9)
+	MOVOU cgoAESRcon1b<>(SB), X4
+	NEXTKEY(X0, X1, X2, 144, DX)
+	NEXTKEY(X5, X6, X7, 144, R9)
+	PSLLL $1, X4
+	NEXTKEY(X0, X1, X2, 160, DX)
+	NEXTKEY(X5, X6, X7, 160, R9)
+	PXOR  X0, X0
+	PXOR  X1, X1
+	PXOR  X2, X2
+	PXOR  X5, X5
+	PXOR  X6, X6
+	PXOR  X7, X7
+	RET
+
 // func cgoAESInvertAsm(enc, dec *[11][16]byte)
 // dec[0] = enc[10], dec[i] = InvMixColumns(enc[10-i]) for i = 1..9, dec[10] = enc[0].
 TEXT ·cgoAESInvertAsm(SB), NOSPLIT, $0-16

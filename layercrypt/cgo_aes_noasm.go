@@ -16,6 +16,13 @@ func (a *cgoAES) init(key *[cgoAESKeyLen]byte, withDecrypt bool) {
 	a.initGeneric(key, withDecrypt)
 }
 
+// cgoAESInitPair keys a with ka (withDecrypt preparing decryption) and b
+// with kb (encryption only).
+func cgoAESInitPair(a, b *cgoAES, ka, kb *[cgoAESKeyLen]byte, withDecrypt bool) {
+	a.initGeneric(ka, withDecrypt)
+	b.initGeneric(kb, false)
+}
+
 func (a *cgoAES) encryptBlock(b *[cgoBlockLen]byte) { a.blk.Encrypt(b[:], b[:]) }
 
 func (a *cgoAES) decryptBlock(b *[cgoBlockLen]byte) {

@@ -238,3 +238,44 @@ func BenchmarkCGOAESCTR(b *testing.B) {
 		a.xorKeyStream(&iv, data[:])
 	}
 }
+
+// TestCGOAESInitPairMatchesCryptoAES checks the two-key expansion (and the
+// inverse keys of the first) against crypto/aes.
+func TestCGOAESInitPairMatchesCryptoAES(t *testing.T) {
+	aesImpls(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(15, 16))
+		for i := 0; i < 300; i++ {
+			var ka, kb, blk [16]byte
+			fillRand(rng, ka[:])
+			fillRand(rng, kb[:])
+			fillRand(rng, blk[:])
+			var a, b cgoAES
+			cgoAESInitPair(&a, &b, &ka, &kb, i%2 == 0)
+			for _, c := range []struct {
+				aes *cgoAES
+				key [16]byte
+			}{{&a, ka}, {&b, kb}} {
+				ref, _ := aes.NewCipher(c.key[:])
+				var want [16]byte
+				ref.Encrypt(want[:], blk[:])
+				got := blk
+				c.aes.encryptBlock(&got)
+				if got != want {
+					t.Fatalf("case %d key %x: encrypt %x, want %x", i, c.key, got, want)
+				}
+			}
+			if i%2 == 0 {
+				ref, _ := aes.NewCipher(ka[:])
+				var want [16]byte
+				ref.Decrypt(want[:], blk[:])
+				got := blk
+				a.decryptBlock(&got)
+				if got != want {
+					t.Fatalf("case %d key %x: decrypt %x, want %x", i, ka, got, want)
+				}
+			} else if a.hasDec || b.hasDec {
+				t.Fatal("decryption keys set up without being asked for")
+			}
+		}
+	})
+}

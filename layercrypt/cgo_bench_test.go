@@ -142,13 +142,13 @@ func BenchmarkCGOETMask(b *testing.B) {
 	var et cgoET
 	et.init(&key, false)
 	var h [CGOTagLen]byte
-	var xr [CGOMessageLen]byte
+	var body [CGOBodyLen]byte
 	var out [cgoBlockLen]byte
 	b.ReportAllocs()
 	b.SetBytes(CGOTagLen + 1 + CGOMessageLen)
 	b.ResetTimer()
 	for range b.N {
-		et.mask(&out, &h, 3, &xr)
+		et.mask(&out, &h, 3, &body)
 	}
 }
 

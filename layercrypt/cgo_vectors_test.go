@@ -236,19 +236,24 @@ func cgoRunET(t *testing.T, table string, vs []cgoETVec) {
 		var key [cgoETKeyLen]byte
 		copy(key[:], cgoUnhex(t, v.Keys, cgoETKeyLen))
 		tweak := cgoUnhex(t, v.Tweak, CGOTagLen+1+CGOMessageLen)
-		var block [cgoBlockLen]byte
-		copy(block[:], cgoUnhex(t, v.Input, cgoBlockLen))
+		h := (*[CGOTagLen]byte)(tweak[:CGOTagLen])
+		// ET works on a cell body: the block, then X_R (the rest of the
+		// tweak after H and AD).
+		var body [CGOBodyLen]byte
+		copy(body[:cgoBlockLen], cgoUnhex(t, v.Input, cgoBlockLen))
+		copy(body[cgoBlockLen:], tweak[CGOTagLen+1:])
 		var et cgoET
 		et.init(&key, !v.Encrypt)
-		h := (*[CGOTagLen]byte)(tweak[:CGOTagLen])
-		xr := (*[CGOMessageLen]byte)(tweak[CGOTagLen+1:])
 		if v.Encrypt {
-			et.encrypt(h, tweak[CGOTagLen], xr, &block)
+			et.encrypt(h, tweak[CGOTagLen], &body)
 		} else {
-			et.decrypt(h, tweak[CGOTagLen], xr, &block)
+			et.decrypt(h, tweak[CGOTagLen], &body)
 		}
-		if want := cgoUnhex(t, v.Output, cgoBlockLen); !bytes.Equal(block[:], want) {
-			t.Errorf("%s #%d %q: got %x, want %x", table, i, v.Name, block, want)
+		if want := cgoUnhex(t, v.Output, cgoBlockLen); !bytes.Equal(body[:cgoBlockLen], want) {
+			t.Errorf("%s #%d %q: got %x, want %x", table, i, v.Name, body[:cgoBlockLen], want)
+		}
+		if !bytes.Equal(body[cgoBlockLen:], tweak[CGOTagLen+1:]) {
+			t.Errorf("%s #%d %q: ET changed its tweak", table, i, v.Name)
 		}
 	}
 }

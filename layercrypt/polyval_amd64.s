@@ -112,6 +112,57 @@ TEXT ·polyvalPowersAsm(SB), NOSPLIT, $0-8
 	VZEROUPPER
 	RET
 
+// func polyvalPowers2Asm(p, q *[8]polyvalElem)
+// polyvalPowersAsm for two keys at once; their products are independent
+// and overlap in the pipeline (CGO always rekeys two POLYVALs together).
+TEXT ·polyvalPowers2Asm(SB), NOSPLIT, $0-16
+	MOVQ    p+0(FP), DI
+	MOVQ    q+8(FP), SI
+	VMOVDQU polyvalPoly<>(SB), X11
+	VMOVDQU (DI), X4
+	VMOVDQU (SI), X12
+	DOT(X4, X4, X5)    // p: H^2
+	DOT(X12, X12, X13) // q: H^2
+	DOT(X5, X4, X6)    // p: H^3
+	DOT(X13, X12, X14) // q: H^3
+	DOT(X5, X5, X7)    // p: H^4
+	DOT(X13, X13, X15) // q: H^4
+	VMOVDQU X5, 16(DI)
+	VMOVDQU X13, 16(SI)
+	VMOVDQU X6, 32(DI)
+	VMOVDQU X14, 32(SI)
+	VMOVDQU X7, 48(DI)
+	VMOVDQU X15, 48(SI)
+	DOT(X7, X4, X0)
+	VMOVDQU X0, 64(DI)
+	DOT(X15, X12, X0)
+	VMOVDQU X0, 64(SI)
+	DOT(X7, X5, X0)
+	VMOVDQU X0, 80(DI)
+	DOT(X15, X13, X0)
+	VMOVDQU X0, 80(SI)
+	DOT(X7, X6, X0)
+	VMOVDQU X0, 96(DI)
+	DOT(X15, X14, X0)
+	VMOVDQU X0, 96(SI)
+	DOT(X7, X7, X0)
+	VMOVDQU X0, 112(DI)
+	DOT(X15, X15, X0)
+	VMOVDQU X0, 112(SI)
+	VPXOR   X0, X0, X0
+	VPXOR   X1, X1, X1
+	VPXOR   X2, X2, X2
+	VPXOR   X4, X4, X4
+	VPXOR   X5, X5, X5
+	VPXOR   X6, X6, X6
+	VPXOR   X7, X7, X7
+	VPXOR   X12, X12, X12
+	VPXOR   X13, X13, X13
+	VPXOR   X14, X14, X14
+	VPXOR   X15, X15, X15
+	VZEROUPPER
+	RET
+
 // func polyvalBlocksAsm(acc *polyvalElem, pow *[8]polyvalElem, data *byte, n int)
 //
 // Blocks are taken in chunks of m = min(8, remaining). For a chunk
@@ -188,6 +239,133 @@ tailreduce:
 	REDUCE(X0)
 
 done:
+	VMOVDQU X0, (DI)
+	VPXOR   X0, X0, X0
+	VPXOR   X1, X1, X1
+	VPXOR   X2, X2, X2
+	VZEROUPPER
+	RET
+
+// func polyvalCGOTweakAsm(pow *[8]polyvalElem, h *[16]byte, body *[509]byte, out *polyvalElem, ad byte)
+//
+// POLYVAL of CGO's ET tweak H || AD || X_R, zero-padded to 32 blocks, where
+// X_R = body[16:509], read in place from the cell body (no copy): tweak
+// block j >= 2 is body[16j-1 : 16j+15]; block 1 is body[15:31] with its first
+// byte replaced by AD; block 31 is body[493:509] shifted down two bytes,
+// which brings in the two zero padding bytes. Every load stays inside the
+// body. Four unrolled chunks of eight blocks, one reduction each.
+TEXT ·polyvalCGOTweakAsm(SB), NOSPLIT, $0-33
+	MOVQ    pow+0(FP), DX
+	MOVQ    h+8(FP), AX
+	MOVQ    body+16(FP), SI
+	MOVQ    out+24(FP), DI
+	MOVBQZX ad+32(FP), R8
+	VMOVDQU polyvalPoly<>(SB), X11
+	VMOVDQU (AX), X1
+	VMOVDQU 112(DX), X2
+	MULFIRST
+	VMOVDQU 15(SI), X1
+	VPINSRB $0, R8, X1, X1
+	VMOVDQU 96(DX), X2
+	MULACC
+	VMOVDQU 31(SI), X1
+	VMOVDQU 80(DX), X2
+	MULACC
+	VMOVDQU 47(SI), X1
+	VMOVDQU 64(DX), X2
+	MULACC
+	VMOVDQU 63(SI), X1
+	VMOVDQU 48(DX), X2
+	MULACC
+	VMOVDQU 79(SI), X1
+	VMOVDQU 32(DX), X2
+	MULACC
+	VMOVDQU 95(SI), X1
+	VMOVDQU 16(DX), X2
+	MULACC
+	VMOVDQU 111(SI), X1
+	VMOVDQU 0(DX), X2
+	MULACC
+	REDUCE(X0)
+	VMOVDQU 127(SI), X1
+	VPXOR   X0, X1, X1
+	VMOVDQU 112(DX), X2
+	MULFIRST
+	VMOVDQU 143(SI), X1
+	VMOVDQU 96(DX), X2
+	MULACC
+	VMOVDQU 159(SI), X1
+	VMOVDQU 80(DX), X2
+	MULACC
+	VMOVDQU 175(SI), X1
+	VMOVDQU 64(DX), X2
+	MULACC
+	VMOVDQU 191(SI), X1
+	VMOVDQU 48(DX), X2
+	MULACC
+	VMOVDQU 207(SI), X1
+	VMOVDQU 32(DX), X2
+	MULACC
+	VMOVDQU 223(SI), X1
+	VMOVDQU 16(DX), X2
+	MULACC
+	VMOVDQU 239(SI), X1
+	VMOVDQU 0(DX), X2
+	MULACC
+	REDUCE(X0)
+	VMOVDQU 255(SI), X1
+	VPXOR   X0, X1, X1
+	VMOVDQU 112(DX), X2
+	MULFIRST
+	VMOVDQU 271(SI), X1
+	VMOVDQU 96(DX), X2
+	MULACC
+	VMOVDQU 287(SI), X1
+	VMOVDQU 80(DX), X2
+	MULACC
+	VMOVDQU 303(SI), X1
+	VMOVDQU 64(DX), X2
+	MULACC
+	VMOVDQU 319(SI), X1
+	VMOVDQU 48(DX), X2
+	MULACC
+	VMOVDQU 335(SI), X1
+	VMOVDQU 32(DX), X2
+	MULACC
+	VMOVDQU 351(SI), X1
+	VMOVDQU 16(DX), X2
+	MULACC
+	VMOVDQU 367(SI), X1
+	VMOVDQU 0(DX), X2
+	MULACC
+	REDUCE(X0)
+	VMOVDQU 383(SI), X1
+	VPXOR   X0, X1, X1
+	VMOVDQU 112(DX), X2
+	MULFIRST
+	VMOVDQU 399(SI), X1
+	VMOVDQU 96(DX), X2
+	MULACC
+	VMOVDQU 415(SI), X1
+	VMOVDQU 80(DX), X2
+	MULACC
+	VMOVDQU 431(SI), X1
+	VMOVDQU 64(DX), X2
+	MULACC
+	VMOVDQU 447(SI), X1
+	VMOVDQU 48(DX), X2
+	MULACC
+	VMOVDQU 463(SI), X1
+	VMOVDQU 32(DX), X2
+	MULACC
+	VMOVDQU 479(SI), X1
+	VMOVDQU 16(DX), X2
+	MULACC
+	VMOVDQU 493(SI), X1
+	VPSRLDQ $2, X1, X1
+	VMOVDQU 0(DX), X2
+	MULACC
+	REDUCE(X0)
 	VMOVDQU X0, (DI)
 	VPXOR   X0, X0, X0
 	VPXOR   X1, X1, X1

@@ -88,6 +88,25 @@ func polyvalPowersGeneric(p *Polyval) {
 	}
 }
 
+// polyvalCGOTweakLen is CGO's ET tweak, H (16) || AD (1) || X_R (493),
+// zero-padded to whole POLYVAL blocks.
+const polyvalCGOTweakLen = (PolyvalBlockLen + 1 + CGOBodyLen - CGOTagLen + PolyvalBlockLen - 1) /
+	PolyvalBlockLen * PolyvalBlockLen
+
+// polyvalCGOTweakGeneric is polyvalCGOTweak in portable code: it copies the
+// tweak into scratch and hashes it from a zero sum.
+func polyvalCGOTweakGeneric(p *Polyval, out *[PolyvalSumLen]byte, h *[PolyvalBlockLen]byte, ad byte,
+	body *[CGOBodyLen]byte, scratch *[polyvalCGOTweakLen]byte) {
+	copy(scratch[:PolyvalBlockLen], h[:])
+	scratch[PolyvalBlockLen] = ad
+	n := copy(scratch[PolyvalBlockLen+1:], body[CGOTagLen:])
+	clear(scratch[PolyvalBlockLen+1+n:])
+	q := Polyval{pow: [polyvalAggBlocks]polyvalElem{p.pow[0]}}
+	polyvalBlocksGeneric(&q, scratch[:])
+	q.Sum(out)
+	q.Wipe()
+}
+
 // polyvalBlocksGeneric absorbs whole blocks one at a time (Horner's rule).
 func polyvalBlocksGeneric(p *Polyval, blocks []byte) {
 	h := p.pow[0]

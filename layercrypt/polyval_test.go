@@ -258,14 +258,23 @@ func TestPolyvalAsmMatchesGeneric(t *testing.T) {
 		if outs[0] != outs[1] {
 			t.Fatalf("case %d (%d blocks): asm %x, generic %x", i, n, outs[0], outs[1])
 		}
-		// The key powers must agree too.
-		var pa, pg Polyval
+		// The key powers must agree too, also when two keys are set
+		// up together.
+		var pa, pg, qa, qg Polyval
+		var key2 [16]byte
+		fillRand(rng, key2[:])
 		polyvalUseAsm = true
 		pa.Init(&key)
 		polyvalUseAsm = false
 		pg.Init(&key)
+		qg.Init(&key2)
 		if pa.pow != pg.pow {
 			t.Fatalf("case %d: key powers differ", i)
+		}
+		polyvalUseAsm = true
+		polyvalInitPair(&pa, &qa, &key, &key2)
+		if pa.pow != pg.pow || qa.pow != qg.pow || pa.acc != (polyvalElem{}) || qa.acc != (polyvalElem{}) {
+			t.Fatalf("case %d: key powers from polyvalInitPair differ", i)
 		}
 	}
 }
@@ -293,6 +302,46 @@ func TestPolyvalMulMatchesGeneric(t *testing.T) {
 			t.Fatalf("generic dot is not commutative for %x, %x", a, b)
 		}
 	}
+}
+
+// TestPolyvalCGOTweak checks the in-place hash of CGO's ET tweak against
+// POLYVAL of the tweak written out in full, on both implementations, and
+// that the body is left alone.
+func TestPolyvalCGOTweak(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	polyvalImpls(t, func(t *testing.T) {
+		for i := 0; i < 300; i++ {
+			var key, h [16]byte
+			var body [CGOBodyLen]byte
+			fillRand(rng, key[:])
+			fillRand(rng, h[:])
+			fillRand(rng, body[:])
+			ad := byte(rng.Uint32())
+			tweak := append(append(append([]byte{}, h[:]...), ad), body[CGOTagLen:]...)
+			tweak = append(tweak, 0, 0)
+			want := polyvalRef(key[:], tweak)
+
+			var p Polyval
+			p.Init(&key)
+			p.Update(make([]byte, 32)) // a running sum it must neither use nor change
+			var before, got [16]byte
+			p.Sum(&before)
+			orig := body
+			var scratch [polyvalCGOTweakLen]byte
+			polyvalCGOTweak(&p, &got, &h, ad, &body, &scratch)
+			if got != want {
+				t.Fatalf("case %d: got %x, want %x", i, got, want)
+			}
+			if body != orig {
+				t.Fatalf("case %d: body changed", i)
+			}
+			var after [16]byte
+			p.Sum(&after)
+			if after != before {
+				t.Fatalf("case %d: running sum changed", i)
+			}
+		}
+	})
 }
 
 func TestPolyvalUpdatePadded(t *testing.T) {
