@@ -16,19 +16,31 @@ const maxPipeBuffer = 4 << 20
 
 var errPipeOverflow = errors.New("circuit: peer overran the circuit's buffer")
 
+// pipeChunkLen is the size of the pooled chunks a pipe buffers in.
+const pipeChunkLen = 16 << 10
+
+var pipeChunkPool = sync.Pool{New: func() any { return new([pipeChunkLen]byte) }}
+
+// pipeChunk is a pooled buffer holding b[r:w] unread.
+type pipeChunk struct {
+	b    *[pipeChunkLen]byte
+	r, w int
+}
+
 // pipe is the byte pipe a circuit provides to the end-to-end yamux session
 // between client and exit. Bytes written are cut into DATA messages and sent
 // along the circuit by send; DATA messages that arrive are handed to deliver
-// and read back in order.
+// and read back in order. Buffered bytes live in pooled chunks, so an idle
+// pipe holds no buffer.
 type pipe struct {
 	send func(p []byte) error // sends p as DATA cells, in order
 
-	mu     sync.Mutex // guards the following fields
-	cond   sync.Cond  // signalled on new data or close
-	buf    []byte
-	off    int   // bytes of buf already read
-	rerr   error // returned once buf is drained (io.EOF after END)
-	closed bool
+	mu       sync.Mutex // guards the following fields
+	cond     sync.Cond  // signalled on new data or close
+	chunks   []pipeChunk
+	buffered int
+	rerr     error // returned once drained (io.EOF after END)
+	closed   bool
 }
 
 func newPipe(send func([]byte) error) *pipe {
@@ -44,16 +56,19 @@ func (p *pipe) deliver(data []byte) error {
 	if p.closed || p.rerr != nil {
 		return nil // the session is gone; late data is dropped with the circuit
 	}
-	if len(p.buf)-p.off+len(data) > maxPipeBuffer {
+	if p.buffered+len(data) > maxPipeBuffer {
 		return errPipeOverflow
 	}
-	if p.off > 0 && p.off == len(p.buf) {
-		p.buf, p.off = p.buf[:0], 0
-	} else if p.off > cap(p.buf)/2 {
-		n := copy(p.buf, p.buf[p.off:])
-		p.buf, p.off = p.buf[:n], 0
+	p.buffered += len(data)
+	for len(data) > 0 {
+		if len(p.chunks) == 0 || p.chunks[len(p.chunks)-1].w == pipeChunkLen {
+			p.chunks = append(p.chunks, pipeChunk{b: pipeChunkPool.Get().(*[pipeChunkLen]byte)})
+		}
+		last := &p.chunks[len(p.chunks)-1]
+		n := copy(last.b[last.w:], data)
+		last.w += n
+		data = data[n:]
 	}
-	p.buf = append(p.buf, data...)
 	p.cond.Signal()
 	return nil
 }
@@ -72,19 +87,31 @@ func (p *pipe) closeRead(err error) {
 func (p *pipe) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.off == len(p.buf) && p.rerr == nil && !p.closed {
+	for p.buffered == 0 && p.rerr == nil && !p.closed {
 		p.cond.Wait()
-	}
-	if p.off < len(p.buf) {
-		n := copy(b, p.buf[p.off:])
-		p.off += n
-		if p.off == len(p.buf) && cap(p.buf) > 64<<10 {
-			p.buf, p.off = nil, 0 // let a burst's buffer go once drained
-		}
-		return n, nil
 	}
 	if p.closed {
 		return 0, io.ErrClosedPipe
+	}
+	n := 0
+	for n < len(b) && len(p.chunks) > 0 {
+		c := &p.chunks[0]
+		m := copy(b[n:], c.b[c.r:c.w])
+		c.r += m
+		n += m
+		if c.r == c.w {
+			// Drained: give the chunk back (deliver takes a fresh one).
+			pipeChunkPool.Put(c.b)
+			p.chunks[0] = pipeChunk{}
+			p.chunks = p.chunks[1:]
+		}
+	}
+	if len(p.chunks) == 0 {
+		p.chunks = nil
+	}
+	p.buffered -= n
+	if n > 0 {
+		return n, nil
 	}
 	return 0, p.rerr
 }
@@ -107,7 +134,10 @@ func (p *pipe) Write(b []byte) (int, error) {
 func (p *pipe) Close() error {
 	p.mu.Lock()
 	p.closed = true
-	p.buf, p.off = nil, 0
+	for _, c := range p.chunks {
+		pipeChunkPool.Put(c.b)
+	}
+	p.chunks, p.buffered = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
 	return nil

@@ -38,7 +38,7 @@ var (
 // keyText is how keys and IDs are written in configs, documents and logs
 // (when unsafe logging is on): standard base64 without padding, as Tor writes
 // Ed25519 identities.
-var keyText = base64.RawStdEncoding
+var keyText = base64.RawStdEncoding.Strict()
 
 // RelayID names a relay (or an authority): its Ed25519 public key. It is
 // public, but comparisons are still constant time so that code handling IDs
