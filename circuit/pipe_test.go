@@ -16,6 +16,7 @@ func TestPipeOrderAndEOF(t *testing.T) {
 	go func() {
 		var got bytes.Buffer
 		buf := make([]byte, 7000)
+		r := rand.New(rand.NewPCG(5, 6)) // the reader's own: rand.Rand is not goroutine-safe
 		for {
 			n, err := p.Read(buf[:1+r.IntN(len(buf)-1)])
 			got.Write(buf[:n])
