@@ -204,7 +204,28 @@ func checkAnswer(q *dns.Msg, raw []byte) (*dns.Msg, error) {
 	if err := matchAnswer(q, a); err != nil {
 		return nil, err
 	}
+	if err := roundTrips(a); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// roundTrips checks that a, once parsed, packs into a message that parses
+// again. miekg/dns parses some records it cannot write back (a SOA with
+// empty RDATA packs as 20 bytes without its names, which then does not
+// parse); such an answer must not be cached or passed to a stub as
+// malformed bytes.
+func roundTrips(a *dns.Msg) error {
+	a.Compress = true // as it will be sent
+	b, err := a.Pack()
+	if err != nil {
+		return fmt.Errorf("%w: re-encode: %v", ErrBadAnswer, err)
+	}
+	var back dns.Msg
+	if err := back.Unpack(b); err != nil {
+		return fmt.Errorf("%w: re-encoded answer does not parse: %v", ErrBadAnswer, err)
+	}
+	return nil
 }
 
 // matchAnswer checks that a is a response to q's question.

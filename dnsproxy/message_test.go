@@ -3,6 +3,7 @@ package dnsproxy
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -273,6 +274,16 @@ func TestCheckAnswer(t *testing.T) {
 	b, _ := good.Pack()
 	if _, err := checkAnswer(q, b); err != nil {
 		t.Errorf("good answer: %v", err)
+	}
+	// A SOA with empty RDATA parses, but miekg/dns cannot write it back in
+	// a form that parses (found by FuzzAnswer): refused, not passed on.
+	emptySOA := append(append([]byte(nil), b...), unhex(t, "00 0006 0001 0000003c 0000")...)
+	emptySOA[7]++ // ANCOUNT 1
+	if err := new(dns.Msg).Unpack(emptySOA); err != nil {
+		t.Fatalf("the empty SOA answer should parse: %v", err)
+	}
+	if _, err := checkAnswer(q, emptySOA); !errors.Is(err, ErrBadAnswer) {
+		t.Errorf("empty SOA answer: got %v, want ErrBadAnswer", err)
 	}
 	for name, edit := range map[string]func(*dns.Msg){
 		"not a response": func(m *dns.Msg) { m.Response = false },

@@ -215,6 +215,9 @@ func (r *Resolver) exchangeNet(ctx context.Context, network string, q *dns.Msg, 
 	if err := matchAnswer(q, a); err != nil {
 		return nil, err
 	}
+	if err := roundTrips(a); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
