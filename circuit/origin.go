@@ -194,6 +194,10 @@ func (c *Circuit) ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
+	// A read deadline taken from ctx can expire a moment before ctx itself.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && isTimeout(err) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
 	return err
 }
 
