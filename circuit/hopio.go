@@ -86,8 +86,9 @@ func readCell(s *yamux.Stream, c *cell.Cell, deadline time.Time) error {
 // CGO state hold their own lock around encryption and write so that the
 // cells leave in the order they were encrypted.
 type hopWriter struct {
-	mu sync.Mutex // serialises writes
-	s  *yamux.Stream
+	mu       sync.Mutex // serialises writes; guards deadline
+	s        *yamux.Stream
+	deadline time.Time // the write deadline last set
 }
 
 func newHopWriter(s *yamux.Stream) *hopWriter { return &hopWriter{s: s} }
@@ -99,7 +100,13 @@ func (w *hopWriter) write(cells []byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.s.SetWriteDeadline(time.Now().Add(writeTimeout))
+	// Moving the deadline costs an allocation in yamux; move it only when
+	// half of it has been used, so a write never has less than half of
+	// writeTimeout to complete.
+	if now := time.Now(); w.deadline.Sub(now) < writeTimeout/2 {
+		w.deadline = now.Add(writeTimeout)
+		w.s.SetWriteDeadline(w.deadline)
+	}
 	_, err := w.s.Write(cells)
 	return err
 }
@@ -110,9 +117,10 @@ func (w *hopWriter) writeCell(c *cell.Cell) error { return w.write(c[:]) }
 // destroy sends a DESTROY cell (best effort, briefly) and closes the stream.
 // A writer blocked on the peer's window is released by the short deadline.
 func (w *hopWriter) destroy(reason cell.DestroyReason) {
-	w.s.SetWriteDeadline(time.Now().Add(time.Second))
 	var c cell.Cell
 	(&cell.Destroy{Reason: reason}).Encode(&c)
+	// Set outside the lock: it releases a writer blocked on the window.
+	w.s.SetWriteDeadline(time.Now().Add(time.Second))
 	w.mu.Lock()
 	w.s.Write(c[:])
 	w.mu.Unlock()
