@@ -1,0 +1,237 @@
+package onionproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// failLocalDNS replaces net.DefaultResolver with one whose every lookup
+// fails the test, for as long as the test runs.
+func failLocalDNS(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	old := net.DefaultResolver
+	net.DefaultResolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		n.Add(1)
+		t.Errorf("a local DNS lookup was attempted (%s to %s): the proxy must never resolve locally", network, address)
+		return nil, errors.New("local DNS is forbidden in this test")
+	}}
+	t.Cleanup(func() { net.DefaultResolver = old })
+	return &n
+}
+
+// TestRealClients is the product's promise checked with real programs:
+// curl through SOCKS5 (names sent unresolved) and HTTP CONNECT, and dig
+// through the DNS front-end, for names only the exits' resolver knows,
+// while any local lookup in this process fails the test.
+func TestRealClients(t *testing.T) {
+	curl := needTool(t, "curl")
+	dig := needTool(t, "dig")
+	lookups := failLocalDNS(t)
+	n, rp := startNetAndProxy(t, nil)
+	a := rp.Addrs()
+
+	// The host's resolver cannot know the names.
+	if _, err := (&net.Resolver{}).LookupHost(context.Background(), webName); err == nil {
+		// (our failing DefaultResolver is not this one)
+		t.Logf("note: the host resolves %s", webName)
+	}
+
+	t.Run("curl SOCKS5 hostname", func(t *testing.T) {
+		for _, path := range []string{"/page", "/big"} {
+			out, err := run(t, curl, "-sS", "--fail", "--max-time", "20", "--socks5-hostname", a.SOCKS[0],
+				"http://"+webName+":"+n.port()+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := n.page
+			if path == "/big" {
+				want = n.big
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("%s: got %d bytes, want %d byte-exact", path, len(out), len(want))
+			}
+		}
+	})
+	t.Run("curl SOCKS5 IPv4 literal", func(t *testing.T) {
+		out, err := run(t, curl, "-sS", "--fail", "--max-time", "20", "--socks5", a.SOCKS[0], "http://127.0.0.1:"+n.port()+"/page")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, n.page) {
+			t.Fatalf("got %q", out)
+		}
+	})
+	t.Run("curl HTTP CONNECT https", func(t *testing.T) {
+		out, err := run(t, curl, "-sS", "--fail", "--max-time", "20", "-k", "--proxy", "http://"+a.HTTPConnect[0],
+			"https://"+webName+":"+n.tlsPort()+"/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, n.big) {
+			t.Fatalf("got %d bytes, want %d byte-exact", len(out), len(n.big))
+		}
+	})
+	t.Run("curl HTTP CONNECT tunnel for http", func(t *testing.T) {
+		out, err := run(t, curl, "-sS", "--fail", "--max-time", "20", "-p", "--proxy", "http://"+a.HTTPConnect[0],
+			"http://"+webName+":"+n.port()+"/page")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, n.page) {
+			t.Fatalf("got %q", out)
+		}
+	})
+	host, port, _ := net.SplitHostPort(a.DNS)
+	digq := func(t *testing.T, args ...string) string {
+		t.Helper()
+		out, err := run(t, dig, append([]string{"@" + host, "-p", port, "+time=5", "+tries=1"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	t.Run("dig", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"+short", webName, "A"}, "127.0.0.1"},
+			{[]string{"+short", webName, "AAAA"}, "2001:db8::c0de"},
+			{[]string{"+short", webName, "MX"}, "10 mail.chive.test."},
+			{[]string{"+short", webName, "TXT"}, `"only the exit knows this"`},
+			{[]string{"+short", "+tcp", webName, "TXT"}, `"only the exit knows this"`},
+		} {
+			got := strings.TrimSpace(digq(t, tc.args...))
+			if got != tc.want {
+				t.Errorf("dig %v: got %q, want %q", tc.args, got, tc.want)
+			}
+		}
+		out := digq(t, "nosuch.chive.test", "A")
+		if !strings.Contains(out, "status: NXDOMAIN") {
+			t.Errorf("dig nosuch: want NXDOMAIN, got\n%s", out)
+		}
+	})
+	if lookups.Load() != 0 {
+		t.Fatalf("%d local lookups", lookups.Load())
+	}
+}
+
+// TestBootstrapProgressAndRestart checks the progress lines, the status
+// endpoint, the 0600 state files, and that a restart keeps its guards.
+func TestBootstrapProgressAndRestart(t *testing.T) {
+	n := newTestNet(t, netOpts{})
+	cfg := testConfig(t)
+	rp := startProxy(t, cfg, WithConsensusSource(n.source()))
+	rp.waitBootstrapped(t)
+	var lines []string
+	for _, e := range rp.logs.FilterMessageSnippet("Bootstrapped").All() {
+		lines = append(lines, e.Message)
+	}
+	want := []string{"Bootstrapped 0%: starting", "Bootstrapped 10%: loading cached state", "Bootstrapped 40%: fetching consensus",
+		"Bootstrapped 80%: building circuits", "Bootstrapped 100%: done"}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("progress lines:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	s := status(t, rp)
+	if s.Bootstrap.Percent != 100 || s.Consensus == nil || !s.Consensus.Valid || s.Consensus.Relays != len(n.relays) {
+		t.Fatalf("status: %+v %+v", s.Bootstrap, s.Consensus)
+	}
+	if len(s.Guards) == 0 || len(s.Circuits) == 0 {
+		t.Fatalf("status has %d guards, %d circuits", len(s.Guards), len(s.Circuits))
+	}
+	fi, err := os.Stat(filepath.Join(cfg.DataDir, GuardStateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("guard state mode %v, want 0600", fi.Mode().Perm())
+	}
+	var primaries []string
+	for _, g := range s.Guards {
+		if g.Primary {
+			primaries = append(primaries, g.ID)
+		}
+	}
+	rp.stop()
+
+	// Restart on the same data directory.
+	rp2 := startProxy(t, cfg, WithConsensusSource(n.source()))
+	rp2.waitBootstrapped(t)
+	var again []string
+	for _, g := range status(t, rp2).Guards {
+		if g.Primary {
+			again = append(again, g.ID)
+		}
+	}
+	if strings.Join(primaries, ",") != strings.Join(again, ",") {
+		t.Errorf("primary guards changed across a restart: %v then %v", primaries, again)
+	}
+}
+
+// TestNoConsensus: with no authority able to give a consensus, a SOCKS
+// client gets a general-failure reply at once and the log says why.
+func TestNoConsensus(t *testing.T) {
+	n := newTestNet(t, netOpts{})
+	n.dir.set(nil) // the authority has no consensus
+	cfg := testConfig(t)
+	rp := startProxy(t, cfg, WithConsensusSource(n.source()))
+	start := time.Now()
+	_, code, err := socksDial(rp.Addrs().SOCKS[0], socksReq{host: webName, port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != socksGeneralFailure {
+		t.Errorf("reply %d, want %d (general failure)", code, socksGeneralFailure)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the refusal took %v: that is a hang", d)
+	}
+	waitFor(t, "a log line about the consensus", 5*time.Second, func() bool {
+		return rp.logs.FilterMessageSnippet("bootstrap stuck at fetching consensus").Len() > 0 &&
+			rp.logs.FilterMessageSnippet("stream refused").Len() > 0
+	})
+	s := status(t, rp)
+	if s.Bootstrap.Percent != 40 || !strings.Contains(s.Bootstrap.Error, "authorities") {
+		t.Errorf("status bootstrap %+v", s.Bootstrap)
+	}
+	// HTTP CONNECT says so too.
+	resp := connectRaw(t, rp.Addrs().HTTPConnect[0], "CONNECT "+webName+":80 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 502") || !strings.Contains(resp, "consensus") {
+		t.Errorf("HTTP CONNECT answer %q", resp)
+	}
+}
+
+// connectRaw sends raw bytes to an HTTP CONNECT listener and returns what
+// comes back before the connection closes (or 5s pass).
+func connectRaw(t testing.TB, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(req))
+	var b bytes.Buffer
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		b.Write(buf[:n])
+		if err != nil || bytes.Contains(b.Bytes(), []byte("\r\n\r\n")) && !bytes.HasPrefix(b.Bytes(), []byte("HTTP/1.1 200")) && bytes.Count(b.Bytes(), []byte("\n")) > 6 {
+			break
+		}
+		if bytes.HasPrefix(b.Bytes(), []byte("HTTP/1.1 200")) && bytes.Contains(b.Bytes(), []byte("\r\n\r\n")) {
+			break
+		}
+	}
+	return b.String()
+}
