@@ -222,9 +222,11 @@ func BenchmarkCGOAESExpand(b *testing.B) {
 	var key [16]byte
 	var a cgoAES
 	b.ReportAllocs()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		a.init(&key, true)
 	}
+	m.report()
 }
 
 func BenchmarkCGOAESCTR(b *testing.B) {
@@ -234,9 +236,11 @@ func BenchmarkCGOAESCTR(b *testing.B) {
 	var data [CGOMessageLen]byte
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		a.xorKeyStream(&iv, data[:])
 	}
+	m.report()
 }
 
 // TestCGOAESInitPairMatchesCryptoAES checks the two-key expansion (and the

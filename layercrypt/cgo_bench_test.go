@@ -2,8 +2,45 @@ package layercrypt
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"time"
 )
+
+// cgoCPUMeter adds a "cpu-ns/op" metric to a benchmark: the CPU time of
+// the benchmark's own thread per operation. On a shared machine wall time
+// also counts time the thread waited for a core; this does not.
+type cgoCPUMeter struct {
+	b            *testing.B
+	start, total time.Duration
+	ok           bool
+}
+
+func newCGOCPUMeter(b *testing.B) *cgoCPUMeter {
+	runtime.LockOSThread()
+	b.Cleanup(runtime.UnlockOSThread)
+	m := &cgoCPUMeter{b: b}
+	m.resume()
+	return m
+}
+
+func (m *cgoCPUMeter) resume() { m.start, m.ok = cgoThreadCPU() }
+
+func (m *cgoCPUMeter) pause() {
+	if now, ok := cgoThreadCPU(); ok && m.ok {
+		m.total += now - m.start
+	} else {
+		m.ok = false
+	}
+}
+
+// report stops the meter and reports the metric.
+func (m *cgoCPUMeter) report() {
+	m.pause()
+	if m.ok && m.b.N > 0 {
+		m.b.ReportMetric(float64(m.total.Nanoseconds())/float64(m.b.N), "cpu-ns/op")
+	}
+}
 
 // BenchmarkCGOForwardPassThrough is a relay forwarding a cell that is not
 // for it: one UIV+ encryption, no key update.
@@ -17,11 +54,13 @@ func BenchmarkCGOForwardPassThrough(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		if r.Forward(&body) {
 			b.Fatal("random cell recognized")
 		}
 	}
+	m.report()
 }
 
 // BenchmarkCGOBackwardPassThrough is a relay adding its layer to a cell
@@ -35,9 +74,11 @@ func BenchmarkCGOBackwardPassThrough(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		r.Backward(&body)
 	}
+	m.report()
 }
 
 // BenchmarkCGORelayOriginate is a relay (e.g. the exit) sending a message
@@ -51,9 +92,11 @@ func BenchmarkCGORelayOriginate(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		r.Originate(&body)
 	}
+	m.report()
 }
 
 // BenchmarkCGORelayForwardForUs is the exit receiving a cell addressed to
@@ -66,8 +109,10 @@ func BenchmarkCGORelayForwardForUs(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for done := 0; done < b.N; done += batch {
 		n := min(batch, b.N-done)
+		m.pause()
 		b.StopTimer()
 		for i := range n {
 			if err := c.client.Encrypt(0, &cells[i]); err != nil {
@@ -75,12 +120,14 @@ func BenchmarkCGORelayForwardForUs(b *testing.B) {
 			}
 		}
 		b.StartTimer()
+		m.resume()
 		for i := range n {
 			if !c.relays[0].Forward(&cells[i]) {
 				b.Fatal("cell not recognized")
 			}
 		}
 	}
+	m.report()
 }
 
 // BenchmarkCGOClientEncrypt3Hops is the client sending to the third hop:
@@ -91,11 +138,13 @@ func BenchmarkCGOClientEncrypt3Hops(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		if err := c.client.Encrypt(2, &body); err != nil {
 			b.Fatal(err)
 		}
 	}
+	m.report()
 }
 
 // BenchmarkCGOClientDecrypt3Hops is the client receiving from the third
@@ -108,19 +157,23 @@ func BenchmarkCGOClientDecrypt3Hops(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOBodyLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for done := 0; done < b.N; done += batch {
 		n := min(batch, b.N-done)
+		m.pause()
 		b.StopTimer()
 		for i := range n {
 			c.originateBackward(2, &cells[i])
 		}
 		b.StartTimer()
+		m.resume()
 		for i := range n {
 			if hop, err := c.client.Decrypt(&cells[i]); err != nil || hop != 2 {
 				b.Fatal(hop, err)
 			}
 		}
 	}
+	m.report()
 }
 
 // BenchmarkCGOUIVUpdate is the per-cell key ratchet alone.
@@ -131,9 +184,11 @@ func BenchmarkCGOUIVUpdate(b *testing.B) {
 	u.init(&keys, false)
 	b.ReportAllocs()
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		u.update(&nonce)
 	}
+	m.report()
 }
 
 // BenchmarkCGOETMask is ET's POLYVAL over the 510-byte tweak.
@@ -147,9 +202,11 @@ func BenchmarkCGOETMask(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOTagLen + 1 + CGOMessageLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		et.mask(&out, &h, 3, &body)
 	}
+	m.report()
 }
 
 // BenchmarkCGOPRFT0 is the PRF's 493-byte key stream XOR.
@@ -162,7 +219,9 @@ func BenchmarkCGOPRFT0(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(CGOMessageLen)
 	b.ResetTimer()
+	m := newCGOCPUMeter(b)
 	for range b.N {
 		prf.xorT0(&tweak, &data)
 	}
+	m.report()
 }
