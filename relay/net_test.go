@@ -354,3 +354,29 @@ func TestExitResolverAdapter(t *testing.T) {
 		t.Fatalf("LookupHost(%s): %v, want circuit.ErrNameNotFound", missingName, err)
 	}
 }
+
+// TestLogsPrivateOnBadPeers: peers that fail the link handshake (garbage,
+// a reset, a TLS client with no ALPN) leave no address in the logs.
+func TestLogsPrivateOnBadPeers(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	allowed := map[string]bool{}
+	t.Cleanup(func() { checkLogsPrivate(t, logs, allowed) })
+	r := runRelay(t, testConfig(t, "bad"), zap.New(core))
+	allowed[r.ListenAddr().String()] = true
+	for i := 0; i < 3; i++ {
+		conn, err := net.Dial("tcp", r.ListenAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case 0:
+			conn.Write(bytes.Repeat([]byte("GET / HTTP/1.0\r\n"), 10))
+		case 1:
+			conn.(*net.TCPConn).SetLinger(0) // RST
+		}
+		conn.Close()
+	}
+	waitFor(t, "failed handshakes to be logged", 5*time.Second, func() bool {
+		return logs.FilterMessageSnippet("handshake failed").Len() >= 2
+	})
+}

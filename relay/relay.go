@@ -31,6 +31,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/chive-net/chive/circuit"
 	"github.com/chive-net/chive/dnsproxy"
@@ -219,21 +220,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: listen on %s: %w (check listen in the config; is another relay running?)", cfg.Listen, err)
 	}
-	linkCfg := &link.Config{
-		Identity:         r.keys.id,
-		HandshakeTimeout: cfg.Link.HandshakeTimeout,
-		StreamWindow:     uint32(cfg.Link.StreamWindow),
-		AcceptBacklog:    cfg.Link.AcceptBacklog,
-		Log:              r.log.Named("link"),
-		UnsafeLogging:    cfg.Log.UnsafeLogging,
-	}
-	ln, err := link.Listen(tcp, linkCfg)
-	if err != nil {
-		tcp.Close()
-		return fmt.Errorf("relay: %w", err)
-	}
-	defer ln.Close()
-	r.listenAddr = ln.Addr()
+	r.listenAddr = tcp.Addr()
 	r.addr = cfg.address
 	if r.addr.Port() == 0 {
 		port := uint16(0)
@@ -242,6 +229,21 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		r.addr = netip.AddrPortFrom(r.addr.Addr(), port)
 	}
+	own := r.ownAddrStrings()
+	linkCfg := &link.Config{
+		Identity:         r.keys.id,
+		HandshakeTimeout: cfg.Link.HandshakeTimeout,
+		StreamWindow:     uint32(cfg.Link.StreamWindow),
+		AcceptBacklog:    cfg.Link.AcceptBacklog,
+		Log:              r.layerLog("link", own...),
+		UnsafeLogging:    cfg.Log.UnsafeLogging,
+	}
+	ln, err := link.Listen(tcp, linkCfg)
+	if err != nil {
+		tcp.Close()
+		return fmt.Errorf("relay: %w", err)
+	}
+	defer ln.Close()
 
 	links := link.NewManager(linkCfg)
 	defer links.Close()
@@ -268,7 +270,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		BandwidthBurst:     int(cfg.Bandwidth.Burst),
 		HandshakeTimeout:   cfg.Limits.HandshakeTimeout,
 		ExtendTimeout:      cfg.Limits.ExtendTimeout,
-		Log:                r.log.Named("circuit"),
+		Log:                r.layerLog("circuit", own...),
 		UnsafeLogging:      cfg.Log.UnsafeLogging,
 		Metrics:            r.cm,
 	}
@@ -363,6 +365,32 @@ func (r *Relay) Run(ctx context.Context) error {
 	serveWG.Wait()
 	r.log.Info("relay stopped")
 	return nil
+}
+
+// ownAddrStrings are the relay's own addresses as logs write them.
+func (r *Relay) ownAddrStrings() []string {
+	var own []string
+	if r.listenAddr != nil {
+		own = append(own, r.listenAddr.String())
+	}
+	if r.addr.IsValid() {
+		own = append(own, r.addr.String())
+	}
+	return own
+}
+
+// layerLog is the logger for a lower layer (link, circuit, resolver): with
+// unsafe logging off, any address other than keep that slips into a line is
+// scrubbed (see scrubCore).
+func (r *Relay) layerLog(name string, keep ...string) *zap.Logger {
+	l := r.log
+	if !r.cfg.Log.UnsafeLogging {
+		l = l.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return newScrubCore(c, keep...) }))
+	}
+	if name != "" {
+		l = l.Named(name)
+	}
+	return l
 }
 
 // acceptLoop takes authenticated links until ln closes.
@@ -476,7 +504,7 @@ func (r *Relay) exitConfig() (*circuit.ExitConfig, error) {
 	res, err := dnsproxy.NewResolver(dnsproxy.ResolverConfig{
 		Upstreams: e.Resolvers,
 		Timeout:   e.ResolverTimeout,
-		Log:       r.log,
+		Log:       r.layerLog("", append(r.ownAddrStrings(), e.Resolvers...)...),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: exit resolver: %w (set exit.resolvers to the IP:port of a DNS resolver)", err)
