@@ -2,6 +2,7 @@ package layercrypt
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"crypto/sha3"
 	"errors"
 	"io"
@@ -461,6 +462,64 @@ func TestCGOStateMovesForward(t *testing.T) {
 	for _, b := range []*[CGOBodyLen]byte{&b1, &b2} {
 		if hop, err := c.client.Decrypt(b); err != nil || hop != 1 {
 			t.Fatalf("Decrypt = %d, %v", hop, err)
+		}
+	}
+}
+
+// TestCGOWithNtorV3KeyStreams builds a hop from a real ntor-v3 handshake:
+// the client's and the relay's key streams must give matching CGO states
+// and be left at the same point.
+func TestCGOWithNtorV3KeyStreams(t *testing.T) {
+	idKey, err := GenerateIdentityKey(crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onion, err := GenerateOnionKey(crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := []byte("chive cgo test")
+	hs, onionskin, err := NewNtorV3Client(crand.Reader, idKey.ID(), onion.Public(), ver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, relayKS, err := NtorV3Server(crand.Reader, idKey.ID(), []*OnionPrivateKey{onion}, ver, onionskin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, clientKS, err := hs.Finish(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c ClientCrypt
+	if err := c.AddHop(clientKS); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRelayCrypt(relayKS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restC, restR [20]byte
+	clientKS.Read(restC[:])
+	relayKS.Read(restR[:])
+	if restC != restR {
+		t.Fatal("client and relay key streams left at different points")
+	}
+	for i := 0; i < 10; i++ {
+		var msg [CGOBodyLen]byte
+		copy(msg[CGOTagLen:], "over a real handshake")
+		msg[CGOBodyLen-1] = byte(i)
+		body := msg
+		if err := c.Encrypt(0, &body); err != nil {
+			t.Fatal(err)
+		}
+		if !r.Forward(&body) || !bytes.Equal(body[CGOTagLen:], msg[CGOTagLen:]) {
+			t.Fatalf("cell %d: relay did not get the client's message", i)
+		}
+		body = msg
+		r.Originate(&body)
+		if hop, err := c.Decrypt(&body); err != nil || hop != 0 || !bytes.Equal(body[CGOTagLen:], msg[CGOTagLen:]) {
+			t.Fatalf("cell %d: client did not get the relay's message: %d, %v", i, hop, err)
 		}
 	}
 }
