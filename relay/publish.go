@@ -1,23 +1,19 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/chive-net/chive/dirclient"
 	"github.com/chive-net/chive/mix"
 )
 
 // DescriptorPath is the authorities' upload endpoint (COMMON directory API).
-const DescriptorPath = "/chive/v1/descriptor"
+const DescriptorPath = dirclient.DescriptorPath
 
 // Publishing retries back off from minBackoff, doubling, up to the publish
 // interval (and never beyond maxBackoff).
@@ -127,31 +123,10 @@ func (p *publisher) runAuthority(ctx context.Context, a Authority, kick <-chan s
 	}
 }
 
-// post uploads desc to one authority.
+// post uploads desc to one authority with dirclient.Publish.
 func (p *publisher) post(ctx context.Context, a Authority, desc []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	url := "http://" + a.Addr + DescriptorPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(desc))
-	if err != nil {
-		return fmt.Errorf("publish to %s: %w", a.Addr, err)
-	}
-	req.Header.Set("Content-Type", "text/plain")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("publish to %s: %w", a.Addr, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != http.StatusOK {
-		reason := strings.TrimSpace(strings.SplitN(string(body), "\n", 2)[0])
-		if reason == "" {
-			reason = "no reason given"
-		}
-		return fmt.Errorf("publish to %s: authority answered %s: %s", a.Addr, resp.Status, reason)
-	}
-	if !bytes.HasPrefix(body, []byte("accepted")) {
-		return errors.New("publish to " + a.Addr + ": 200 without \"accepted\": is this a chive authority?")
-	}
-	return nil
+	res := dirclient.Publish(ctx, p.client, []dirclient.Authority{{ID: a.ID, Addr: a.Addr}}, desc)
+	return res[a.ID]
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +19,12 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/chive-net/chive/cell"
 	"github.com/chive-net/chive/circuit"
+	"github.com/chive-net/chive/directory"
 	"github.com/chive-net/chive/exitpolicy"
 	"github.com/chive-net/chive/layercrypt"
 	"github.com/chive-net/chive/mix"
@@ -265,5 +269,90 @@ func TestOnionRotationRun(t *testing.T) {
 	}
 	if err := tryBuild(cur); err != nil {
 		t.Fatalf("build with the previous key after two rotations: %v", err)
+	}
+}
+
+// TestRealAuthority: three relays publish to a real directory authority
+// (package directory), which tests their reachability and lists them in its
+// consensus with the onion keys and addresses they published; a client
+// builds a circuit from the consensus entries alone.
+func TestRealAuthority(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a voting period")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adir := filepath.Join(t.TempDir(), "auth")
+	key, _, err := directory.LoadOrCreateKey(adir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acfg := &directory.Config{
+		Nickname:     "realauth",
+		DataDir:      adir,
+		Authorities:  []directory.AuthorityConfig{{Nickname: "realauth", ID: key.ID().String(), Address: ln.Addr().String()}},
+		VotingPeriod: 2 * time.Second,
+		Testnet:      true,
+		Listener:     ln,
+	}
+	auth, err := directory.New(acfg, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)).Named("authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	adone := make(chan error, 1)
+	go func() { adone <- auth.Run(actx) }()
+	// Registered before the relays': runs after they stopped.
+	t.Cleanup(func() {
+		acancel()
+		if err := <-adone; err != nil {
+			t.Errorf("authority Run: %v", err)
+		}
+	})
+
+	d := startDNS(t)
+	body := []byte("listed by a real authority\n")
+	_, port := startWeb(t, body)
+	authCfg := AuthorityConfig{ID: key.ID().String(), Address: ln.Addr().String(), Nickname: "realauth"}
+	var relays []*Relay
+	for i, nick := range []string{"rguard", "rmiddle", "rexit"} {
+		cfg := testConfig(t, nick)
+		if i == 2 {
+			cfg = exitConfig(t, nick, d.addr, true, "accept *:*")
+		}
+		cfg.Authorities = []AuthorityConfig{authCfg}
+		relays = append(relays, runRelay(t, cfg, nil))
+	}
+	var cons *netdoc.Consensus
+	waitFor(t, "a consensus listing the three relays", 30*time.Second, func() bool {
+		cons = auth.Consensus()
+		if cons == nil {
+			return false
+		}
+		for _, r := range relays {
+			if _, ok := cons.Relay(r.ID()); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	var path []circuit.Hop
+	for _, r := range relays {
+		e, _ := cons.Relay(r.ID())
+		cur, _ := r.OnionKeys()
+		if e.OnionKey != cur || e.Addr != r.Addr() || !e.Flags.Has(netdoc.FlagRunning|netdoc.FlagValid) {
+			t.Errorf("consensus entry for %s: key match %v, addr %v (want %v), flags %v",
+				e.Nickname, e.OnionKey == cur, e.Addr, r.Addr(), e.Flags)
+		}
+		path = append(path, circuit.Hop{ID: e.ID, Addr: e.Addr, OnionKey: e.OnionKey})
+	}
+	if e, _ := cons.Relay(relays[2].ID()); !e.Flags.Has(netdoc.FlagExit) {
+		t.Errorf("the exit has flags %v, want Exit", e.Flags)
+	}
+	c := build(t, newClient(t), path, 0)
+	if got := httpGet(t, c, fmt.Sprintf("http://%s:%d/", webName, port)); string(got) != string(body) {
+		t.Errorf("got %q through the consensus path", got)
 	}
 }
