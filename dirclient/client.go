@@ -245,7 +245,7 @@ func (c *Client) Cached() (*netdoc.Consensus, error) {
 // and lists each authority's failure.
 func (c *Client) Fetch(ctx context.Context) (*netdoc.Consensus, error) {
 	held := c.held()
-	var reasons []string
+	var fails []AuthorityError
 	var same *netdoc.Consensus
 	var sameRaw []byte
 	for _, i := range rand.Perm(len(c.auths)) {
@@ -256,7 +256,7 @@ func (c *Client) Fetch(ctx context.Context) (*netdoc.Consensus, error) {
 				ErrOlder, cons.ValidAfter.Format(time.RFC3339), held.ValidAfter.Format(time.RFC3339))
 		}
 		if err != nil {
-			reasons = append(reasons, fmt.Sprintf("%s: %v", a, err))
+			fails = append(fails, AuthorityError{Authority: a, Err: err})
 			c.log.Debug("consensus fetch failed", zap.String("authority", a.ID.Short()), zap.Error(err))
 			if ctx.Err() != nil {
 				break
@@ -267,7 +267,6 @@ func (c *Client) Fetch(ctx context.Context) (*netdoc.Consensus, error) {
 			if same == nil || len(cons.Signatures) > len(same.Signatures) {
 				same, sameRaw = cons, raw
 			}
-			reasons = append(reasons, fmt.Sprintf("%s: still serves the consensus valid after %s", a, cons.ValidAfter.Format(time.RFC3339)))
 			continue
 		}
 		c.store(raw)
@@ -287,10 +286,55 @@ func (c *Client) Fetch(ctx context.Context) (*netdoc.Consensus, error) {
 		}
 		return same, nil
 	}
-	if ctx.Err() != nil && len(reasons) < len(c.auths) {
-		reasons = append(reasons, ctx.Err().Error())
+	return nil, &FetchError{Failures: fails, ctxErr: ctx.Err()}
+}
+
+// AuthorityError is one authority's failure in a Fetch.
+type AuthorityError struct {
+	Authority Authority
+	Err       error
+}
+
+// FetchError is Fetch's error when no authority gave a usable consensus. It
+// matches ErrNoConsensus and each authority's error (netdoc.ErrExpired,
+// netdoc.ErrNotEnoughSignatures, ErrOlder, ...), and its text gives each
+// authority's reason:
+//
+//	dirclient: no fresh consensus available: authority AbCdEfGh: netdoc: consensus expired at ...; authority ...
+type FetchError struct {
+	Failures []AuthorityError
+	ctxErr   error // set if the caller's context ended first
+}
+
+func (e *FetchError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrNoConsensus.Error())
+	b.WriteString(": ")
+	for i, f := range e.Failures {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %v", f.Authority, f.Err)
 	}
-	return nil, fmt.Errorf("%w: %s", ErrNoConsensus, strings.Join(reasons, "; "))
+	if e.ctxErr != nil {
+		if len(e.Failures) > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "gave up: %v", e.ctxErr)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrNoConsensus and every authority's error.
+func (e *FetchError) Unwrap() []error {
+	errs := []error{ErrNoConsensus}
+	for _, f := range e.Failures {
+		errs = append(errs, f.Err)
+	}
+	if e.ctxErr != nil {
+		errs = append(errs, e.ctxErr)
+	}
+	return errs
 }
 
 // fetchFrom gets and verifies one authority's consensus.
