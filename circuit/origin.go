@@ -99,8 +99,10 @@ type Circuit struct {
 	expecting bool         // a control reply (EXTENDED2 or TRUNCATED) is awaited
 	ctrl      chan ctrlMsg // the awaited reply, for the builder
 
-	pipe *pipe
-	sess *yamux.Session
+	pipe   *pipe          // the session's byte pipe; created with the circuit
+	built  atomic.Bool    // set once the last hop is added: DATA may flow
+	sessMu sync.Mutex     // guards sess
+	sess   *yamux.Session // the end-to-end session, once built
 
 	created time.Time
 	used    atomic.Int64 // unix nanoseconds of the first stream, 0 if none
@@ -163,6 +165,7 @@ func build(ctx context.Context, links LinkDialer, path []Hop, opts BuildOptions)
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
+	c.pipe = newPipe(c.sendData)
 	// Tear the half-built circuit down if ctx ends first.
 	stop := context.AfterFunc(ctx, func() { c.destroy(cell.DestroyTimeout, false) })
 	defer stop()
@@ -446,12 +449,12 @@ func (c *Circuit) handleRelay(hop, last int, body *[cell.BodyLen]byte) error {
 	}
 	switch cmd {
 	case cell.RelayData:
-		if hop != last || c.pipe == nil {
+		if hop != last || !c.built.Load() {
 			return fmt.Errorf("%w: DATA from hop %d", errProtocol, hop+1)
 		}
 		return c.pipe.deliver(data)
 	case cell.RelayEnd:
-		if hop == last && c.pipe != nil {
+		if hop == last && c.built.Load() {
 			c.pipe.closeRead(io.EOF)
 		}
 		return nil
@@ -496,13 +499,24 @@ func sessionConfig(backlog int) *yamux.Config {
 }
 
 func (c *Circuit) startSession() {
-	c.pipe = newPipe(c.sendData)
 	sess, err := yamux.Client(coalesce.New(c.pipe, 0), sessionConfig(256))
 	if err != nil {
 		// Only a bad configuration makes yamux refuse; sessionConfig is fixed.
 		panic(fmt.Sprintf("circuit: yamux client: %v", err))
 	}
+	c.sessMu.Lock()
 	c.sess = sess
+	c.sessMu.Unlock()
+	c.built.Store(true)
+	if c.Err() != nil {
+		sess.Close() // destroyed while the session started
+	}
+}
+
+func (c *Circuit) session() *yamux.Session {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	return c.sess
 }
 
 // Path returns the circuit's relays, guard first.
@@ -576,7 +590,7 @@ func (c *Circuit) request(ctx context.Context, req *cell.StreamRequest) (*yamux.
 	}
 	c.used.CompareAndSwap(0, time.Now().UnixNano())
 	c.streams.Add(1)
-	st, err := c.sess.OpenStream()
+	st, err := c.session().OpenStream()
 	if err != nil {
 		if cerr := c.Err(); cerr != nil {
 			return nil, nil, cerr
@@ -645,18 +659,17 @@ func (c *Circuit) destroy(reason cell.DestroyReason, remote bool) {
 		} else {
 			c.w.destroy(reason)
 		}
-		if c.pipe != nil {
-			c.pipe.closeRead(c.err)
-		}
-		if c.sess != nil {
-			c.sess.Close()
+		c.pipe.closeRead(c.err)
+		sess := c.session()
+		if sess != nil {
+			sess.Close()
 		}
 		c.fwdMu.Lock()
 		c.bwdMu.Lock()
 		c.crypt.Wipe()
 		c.bwdMu.Unlock()
 		c.fwdMu.Unlock()
-		if c.m != nil && c.sess != nil {
+		if c.m != nil && sess != nil {
 			c.m.clientCircuits.Dec()
 		}
 		c.log.Debug("circuit closed", zap.Uint64("circ", c.seq), zap.Stringer("reason", reason), zap.Bool("remote", remote))

@@ -295,6 +295,15 @@ func paddingDelay(r *mrand.Rand, lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(r.Int64N(int64(hi-lo)+1))
 }
 
+// scrubErr logs err only when unsafe logging is on: network errors name the
+// peer's address.
+func scrubErr(err error, unsafe bool) zap.Field {
+	if unsafe {
+		return zap.Error(err)
+	}
+	return zap.String("error", "[scrubbed]")
+}
+
 // Listener accepts links. Handshakes run concurrently, each under the
 // handshake deadline, so a slow or silent peer delays nobody else.
 type Listener struct {
@@ -372,7 +381,7 @@ func (l *Listener) acceptLoop() {
 			defer func() { <-l.sem }()
 			lk, err := l.handshake(raw)
 			if err != nil {
-				l.cfg.Log.Debug("inbound link handshake failed", zap.Error(err))
+				l.cfg.Log.Debug("inbound link handshake failed", scrubErr(err, l.cfg.UnsafeLogging))
 				return
 			}
 			select {
