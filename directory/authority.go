@@ -347,6 +347,13 @@ func (a *Authority) run(ctx context.Context) error {
 	}
 }
 
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // sleepUntil waits until t or ctx's end; it reports whether t came.
 func (a *Authority) sleepUntil(ctx context.Context, t time.Time) bool {
 	d := t.Sub(a.now())
@@ -421,11 +428,14 @@ func (a *Authority) runRound(ctx context.Context, va time.Time) {
 	if !a.sleepUntil(ctx, a.phase(va, phaseCloseVoting)) {
 		return
 	}
-	fetchEnd := a.phase(va, phaseCompute)
-	if late := a.now().Add(a.period / 8); late.After(fetchEnd) {
-		fetchEnd = late
+	// Twice: the second pass picks up votes that an authority whose clock
+	// is a little behind took after this one's first pass asked it.
+	second := a.phase(va, phaseCloseVoting).Add(a.period / 16)
+	a.fetchVotes(ctx, r, true, laterOf(second, a.now().Add(a.period/16)))
+	if !a.sleepUntil(ctx, second) {
+		return
 	}
-	a.fetchVotes(ctx, r, true, fetchEnd)
+	a.fetchVotes(ctx, r, true, laterOf(a.phase(va, phaseCompute), a.now().Add(a.period/16)))
 	if !a.sleepUntil(ctx, a.phase(va, phaseCompute)) {
 		return
 	}
