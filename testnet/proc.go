@@ -146,18 +146,35 @@ func tail(path string, n int64) string {
 	return string(b)
 }
 
-// Build compiles the three programs, statically, into dir and returns their
-// paths by name. root is the module root.
-func Build(ctx context.Context, root, dir string) (map[string]string, error) {
+// Programs are the binaries a network runs, by name, with their packages.
+var Programs = map[string]string{
+	"directory":    "./cmd/directory",
+	"relaynode":    "./cmd/relaynode",
+	"onionproxy":   "./cmd/onionproxy",
+	"testservices": "./testnet/cmd/testservices",
+}
+
+// Build compiles the named programs (default: the three chive programs),
+// statically (CGO_ENABLED=0, so they also run in a FROM scratch image), into
+// dir and returns their paths by name. root is the module root.
+func Build(ctx context.Context, root, dir string, names ...string) (map[string]string, error) {
+	if len(names) == 0 {
+		names = []string{"directory", "relaynode", "onionproxy"}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	args := []string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}
 	bins := map[string]string{}
-	for _, prog := range []string{"directory", "relaynode", "onionproxy"} {
-		bins[prog] = filepath.Join(dir, prog)
+	for _, name := range names {
+		pkg, ok := Programs[name]
+		if !ok {
+			return nil, fmt.Errorf("testnet: no program %q", name)
+		}
+		args = append(args, pkg)
+		bins[name] = filepath.Join(dir, name)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dir+string(filepath.Separator),
-		"./cmd/directory", "./cmd/relaynode", "./cmd/onionproxy")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

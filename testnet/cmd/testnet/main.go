@@ -39,6 +39,8 @@ func main() {
 		err = down(os.Args[2:])
 	case "status":
 		err = status(os.Args[2:])
+	case "compose":
+		err = compose(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 		return
@@ -57,6 +59,7 @@ func usage(w io.Writer) {
   testnet up [-dir DIR] [-relays N] [-exits N] [-authorities N] [-period 4s] [-ports 9050,9080,9053]
   testnet status [-dir DIR]
   testnet down [-dir DIR]
+  testnet compose generate|up|down [-relays N] [-exits N]   the same network in docker containers
 `)
 }
 
