@@ -225,6 +225,7 @@ func (a *Authority) loadState() {
 			a.descs[d.ID] = heldDesc{d: d, raw: b}
 		}
 	}
+	loadedVotes := 0
 	votes, err := a.store.readDir(voteDir, ".vote")
 	if err != nil {
 		a.log.Warn("could not read stored votes", zap.Error(err))
@@ -240,6 +241,7 @@ func (a *Authority) loadState() {
 			continue
 		}
 		a.roundLocked(v.ValidAfter).votes[v.Authority] = heldVote{v: v, raw: b}
+		loadedVotes++
 	}
 	if b, err := readFileIfExists(a.store.consensusPath()); err != nil {
 		a.log.Warn("could not read the stored consensus", zap.Error(err))
@@ -257,8 +259,8 @@ func (a *Authority) loadState() {
 		}
 	}
 	a.m.descriptorsHeld.Set(float64(len(a.descs)))
-	if len(a.descs) > 0 || len(votes) > 0 {
-		a.log.Info("loaded stored state", zap.Int("descriptors", len(a.descs)), zap.Int("votes", len(a.rounds)))
+	if len(a.descs) > 0 || loadedVotes > 0 {
+		a.log.Info("loaded stored state", zap.Int("descriptors", len(a.descs)), zap.Int("votes", loadedVotes))
 	}
 }
 

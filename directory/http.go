@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -268,7 +269,7 @@ func (a *Authority) acceptSignature(va time.Time, s netdoc.Signature) (int, stri
 		return http.StatusConflict, fmt.Sprintf("refused: this authority has no voting round for the period starting %s", va.Format(time.RFC3339))
 	}
 	if rd.cons == nil {
-		if !containsID(a.auths, s.Authority) {
+		if !slices.Contains(a.auths, s.Authority) {
 			a.m.signaturesReceived.WithLabelValues("refused").Inc()
 			return http.StatusBadRequest, fmt.Sprintf("refused: signature from %s, which is not a configured authority", s.Authority)
 		}
@@ -302,13 +303,4 @@ func (a *Authority) handleGetSignatures(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	document(w, b)
-}
-
-func containsID(ids []layercrypt.RelayID, id layercrypt.RelayID) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
