@@ -40,6 +40,7 @@ var preemptivePorts = []uint16{80, 443}
 type circ struct {
 	id    uint64 // local number, for the status page
 	c     *circuit.Circuit
+	lk    *link.Link // the link to the guard it runs on
 	path  []*netdoc.ConsensusEntry
 	class uint8
 	gen   uint64 // identity generation it was built in
@@ -154,7 +155,7 @@ func (m *circManager) run() {
 
 // usableLocked reports whether c may take a new stream now.
 func (m *circManager) usableLocked(c *circ, now time.Time) bool {
-	if c.closing || c.retired != "" || c.gen != m.gen || c.c.Err() != nil {
+	if c.closing || c.retired != "" || c.gen != m.gen || c.c.Err() != nil || (c.lk != nil && c.lk.IsClosed()) {
 		return false
 	}
 	if !c.dirtySince.IsZero() && now.Sub(c.dirtySince) > m.cfg.MaxDirtiness {
@@ -347,7 +348,10 @@ func (m *circManager) newIdentity() {
 // stream counted on it: an existing one for key, a clean one, or a new one.
 func (m *circManager) acquire(ctx context.Context, key string, class uint8, port uint16) (*circ, error) {
 	var lastErr error
-	builds := 0
+	// Builds this stream started, and others' builds it waited for, that
+	// failed. Others' failures count less: they were started before their
+	// failures taught us which relays to avoid.
+	own, others := 0, 0
 	for {
 		if err := m.waitConsensus(ctx); err != nil {
 			return nil, err
@@ -363,9 +367,13 @@ func (m *circManager) acquire(ctx context.Context, key string, class uint8, port
 			m.mu.Unlock()
 			return c, nil
 		}
+		mine := false
 		p := m.findPendingLocked(key, class, port)
+		if p != nil && others >= 2*m.cfg.BuildAttempts {
+			p = nil
+		}
 		if p == nil {
-			if builds >= m.cfg.BuildAttempts {
+			if own >= m.cfg.BuildAttempts {
 				m.mu.Unlock()
 				return nil, lastErr
 			}
@@ -373,8 +381,12 @@ func (m *circManager) acquire(ctx context.Context, key string, class uint8, port
 			p, err = m.startBuildLocked(key, pathSpec{class: class, port: port})
 			if err != nil {
 				m.mu.Unlock()
+				if lastErr != nil && !errors.Is(err, ErrTooManyCircuits) {
+					return nil, fmt.Errorf("%w (after: %v)", err, lastErr)
+				}
 				return nil, err
 			}
+			mine = true
 		}
 		m.mu.Unlock()
 		select {
@@ -384,7 +396,11 @@ func (m *circManager) acquire(ctx context.Context, key string, class uint8, port
 		}
 		if p.err != nil {
 			lastErr = p.err
-			builds++
+			if mine {
+				own++
+			} else {
+				others++
+			}
 		}
 	}
 }
@@ -416,17 +432,23 @@ func (m *circManager) startBuildLocked(key string, spec pathSpec) (*pendingBuild
 	return p, nil
 }
 
-// guardDialer remembers whether the link to the guard failed, which is the
-// guard's failure (anything later is not).
+// guardDialer remembers the link to the guard: if it could not be opened,
+// or closed during the build, the build failed because of the guard.
 type guardDialer struct {
 	inner circuit.LinkDialer
+	link  *link.Link
 	err   error
 }
 
 func (d *guardDialer) Get(ctx context.Context, id layercrypt.RelayID, addr string) (*link.Link, error) {
 	l, err := d.inner.Get(ctx, id, addr)
-	d.err = err
+	d.link, d.err = l, err
 	return l, err
+}
+
+// guardFailed reports whether the guard's link failed.
+func (d *guardDialer) guardFailed() bool {
+	return d.err != nil || (d.link != nil && d.link.IsClosed())
 }
 
 func (m *circManager) build(p *pendingBuild, path []*netdoc.ConsensusEntry) {
@@ -452,7 +474,7 @@ func (m *circManager) build(p *pendingBuild, path []*netdoc.ConsensusEntry) {
 	}
 	if err == nil {
 		m.nextID++
-		cc := &circ{id: m.nextID, c: c, path: path, class: p.class, gen: p.gen, key: p.key}
+		cc := &circ{id: m.nextID, c: c, lk: gd.link, path: path, class: p.class, gen: p.gen, key: p.key}
 		if p.key != "" {
 			cc.group = m.groupLocked(p.key)
 		}
@@ -485,7 +507,7 @@ func (m *circManager) build(p *pendingBuild, path []*netdoc.ConsensusEntry) {
 func (m *circManager) buildFailed(path []*netdoc.ConsensusEntry, gd *guardDialer, err error) {
 	var te *circuit.TruncatedError
 	switch {
-	case gd.err != nil:
+	case gd.guardFailed():
 		m.m.buildFailures.WithLabelValues("guard").Inc()
 		m.guards.failed(path[0].ID)
 	case errors.As(err, &te) && te.Hop+1 < len(path):

@@ -27,12 +27,17 @@ type socksReq struct {
 	ip         netip.Addr
 	atyp       byte // override ATYP (for "address type not supported")
 	port       uint16
+	from       string // local IP to connect from (client-address isolation)
 }
 
 // socksDial speaks SOCKS5 to the proxy at addr; it returns the connection
 // (ready for data after a success) and the reply code.
 func socksDial(addr string, r socksReq) (net.Conn, byte, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if r.from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(r.from)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -181,7 +186,7 @@ func run(t testing.TB, name string, args ...string) ([]byte, error) {
 // status fetches GET /status from the control listener, as a tool would.
 func status(t testing.TB, rp *runningProxy) Status {
 	t.Helper()
-	resp, err := http.Get("http://" + rp.Addrs().Control + "/status")
+	resp, err := ctlClient.Get("http://" + rp.Addrs().Control + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,3 +210,8 @@ func circuitsOfGroup(s Status, group int) []CircuitStatus {
 }
 
 var errNoCircuit = errors.New("no circuit")
+
+func ioReadFull(c net.Conn, b []byte) (int, error) { return io.ReadFull(c, b) }
+
+// ctlClient talks to control listeners without keeping connections.
+var ctlClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}

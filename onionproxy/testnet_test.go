@@ -100,14 +100,25 @@ func startDNS(t testing.TB) string {
 		}
 		w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	tl, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP on one port: retry while the TCP port is taken.
+	var pc net.PacketConn
+	var tl net.Listener
+	var addr string
+	for i := 0; ; i++ {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = pc.LocalAddr().String()
+		tl, err = net.Listen("tcp", addr)
+		if err == nil {
+			break
+		}
+		pc.Close()
+		if i == 20 {
+			t.Fatal(err)
+		}
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: h}
 	tcp := &dns.Server{Listener: tl, Handler: h}
