@@ -201,16 +201,24 @@ func Start(webListen, dnsListen string, webAddr netip.Addr) (*Servers, error) {
 		return nil, fmt.Errorf("DNS listen address: %w", err)
 	}
 	// UDP and TCP on one port: bind UDP first, then TCP on the port it got.
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("DNS UDP listener: %w", err)
-	}
-	tl, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// With port 0 the TCP port may be taken already: then try another.
+	var pc net.PacketConn
+	var tl net.Listener
+	for attempt := 0; ; attempt++ {
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("DNS UDP listener: %w", err)
+		}
+		tl, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
 		pc.Close()
-		s.Close()
-		return nil, fmt.Errorf("DNS TCP listener: %w", err)
+		if port != "0" || attempt == 20 {
+			s.Close()
+			return nil, fmt.Errorf("DNS TCP listener: %w", err)
+		}
 	}
 	s.DNS = netip.MustParseAddrPort(pc.LocalAddr().String())
 	h := DNSHandler(Records(webAddr))
