@@ -106,7 +106,18 @@ type circManager struct {
 	relayFail   map[layercrypt.RelayID]time.Time // avoid until
 	preFails    int
 	nextPreempt time.Time
+	lastErr     error // the last build failure, or why none could start
 	closed      bool
+}
+
+// lastError says why the last circuit build failed, for a person.
+func (m *circManager) lastError() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lastErr == nil {
+		return "no circuit built yet"
+	}
+	return "the last circuit build failed: " + m.lastErr.Error()
 }
 
 func newCircManager(d circDeps) *circManager {
@@ -217,6 +228,7 @@ func (m *circManager) maintain() {
 			}
 			for ; clean < m.cfg.Preemptive; clean++ {
 				if _, err := m.startBuildLocked("", pathSpec{class: class, prefer: preemptivePorts}); err != nil {
+					m.lastErr = err
 					m.log.Debug("no preemptive circuit", zap.Uint8("class", class), zap.Error(err))
 					break classes
 				}
@@ -491,6 +503,7 @@ func (m *circManager) build(p *pendingBuild, path []*netdoc.ConsensusEntry) {
 		}
 	} else {
 		p.err = err
+		m.lastErr = err
 		if p.key == "" {
 			// Back off preemptive builds while the network is failing.
 			m.preFails++
@@ -505,6 +518,9 @@ func (m *circManager) build(p *pendingBuild, path []*netdoc.ConsensusEntry) {
 
 // buildFailed blames the hop that failed, if one can be told.
 func (m *circManager) buildFailed(path []*netdoc.ConsensusEntry, gd *guardDialer, err error) {
+	if m.ctx.Err() != nil {
+		return // shutting down: nobody failed
+	}
 	var te *circuit.TruncatedError
 	switch {
 	case gd.guardFailed():

@@ -16,8 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chive-net/chive/dirclient"
 	"github.com/chive-net/chive/dnsproxy"
+	"github.com/chive-net/chive/internal/config"
 	"github.com/chive-net/chive/internal/obs"
+	"github.com/chive-net/chive/layercrypt"
 	"github.com/chive-net/chive/link"
 	"github.com/chive-net/chive/netdoc"
 )
@@ -128,12 +131,16 @@ func New(cfg *Config, log *zap.Logger, opts ...Option) (*Proxy, error) {
 	if p.opts.now == nil {
 		p.opts.now = time.Now
 	}
-	p.src = p.opts.source
-	if p.src == nil {
-		return nil, errors.New("onionproxy: no consensus source (the directory client is not wired in yet; pass WithConsensusSource)")
-	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	p.src = p.opts.source
+	if p.src == nil {
+		dc, err := p.newDirClient()
+		if err != nil {
+			return nil, err
+		}
+		p.src = dc
 	}
 	p.reg = p.opts.reg
 	if p.reg == nil {
@@ -258,6 +265,40 @@ func (p *Proxy) warnExposed(what string, a net.Addr) {
 	}
 }
 
+// newDirClient is the directory client for the configured authorities: it
+// caches the consensus in the data directory, and reaches the authorities
+// at their IP literals only, never through a proxy from the environment.
+func (p *Proxy) newDirClient() (*dirclient.Client, error) {
+	if len(p.cfg.Authorities) == 0 {
+		return nil, config.Errorf("authorities", "list the directory authorities (id and IP:port) of the network to join")
+	}
+	auths := make([]dirclient.Authority, 0, len(p.cfg.Authorities))
+	for _, a := range p.cfg.Authorities {
+		id, err := layercrypt.ParseRelayID(a.ID)
+		if err != nil {
+			return nil, config.Errorf("authorities", "%v", err)
+		}
+		auths = append(auths, dirclient.Authority{ID: id, Addr: a.Address})
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:             nil,
+		DialContext:       dialLiteral,
+		DisableKeepAlives: true,
+	}}
+	return dirclient.New(dirclient.Config{Authorities: auths, CacheDir: p.cfg.DataDir, HTTP: hc, Log: p.log.Named("dirclient"), Now: p.opts.now})
+}
+
+// dialLiteral connects to an IP:port literal and refuses names: reaching
+// the directory never needs a DNS lookup.
+func dialLiteral(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("onionproxy: refusing to dial %q: authorities are reached at IP literals only", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", ap.String())
+}
+
 // dialRelay opens the TCP connection of a link. Links go to guards only,
 // at IP literals from the consensus: a name here would be a lookup, so it
 // is refused.
@@ -269,8 +310,7 @@ func (p *Proxy) dialRelay(ctx context.Context, network, addr string) (net.Conn, 
 	if p.opts.dialRelay != nil {
 		return p.opts.dialRelay(ctx, network, ap.String())
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", ap.String())
+	return dialLiteral(ctx, network, ap.String())
 }
 
 // Run bootstraps (progress in the log, the bootstrap metric and /status),
@@ -420,9 +460,14 @@ func (p *Proxy) setConsensus(c *netdoc.Consensus) {
 	p.circs.kick()
 }
 
+// errNothingNewer: a refresh found only the consensus already held.
+var errNothingNewer = errors.New("the authorities have no newer consensus")
+
 // explainFetch turns a fetch failure into a message a person can act on.
 func explainFetch(err error) string {
 	switch {
+	case errors.Is(err, errNothingNewer):
+		return err.Error() + " yet"
 	case errors.Is(err, netdoc.ErrNotEnoughSignatures), errors.Is(err, netdoc.ErrBadSignature), errors.Is(err, netdoc.ErrUnknownAuthority):
 		return fmt.Sprintf("no consensus verified: fewer than half of the configured authorities signed what they served; check authorities[].id in the config (%v)", err)
 	case errors.Is(err, netdoc.ErrExpired), errors.Is(err, netdoc.ErrNotYetValid):
@@ -436,6 +481,11 @@ func explainFetch(err error) string {
 
 // fetchTimeout bounds one attempt to fetch a consensus.
 const fetchTimeout = 30 * time.Second
+
+// bootstrapRetryMin is the first wait after a failed fetch while
+// bootstrapping (doubling up to DefaultRefetchMax); refreshes start at
+// DefaultRefetchMin.
+const bootstrapRetryMin = time.Second
 
 // bootstrapAndRefresh loads state, gets a consensus, waits for the first
 // circuit, and then keeps the consensus fresh.
@@ -455,18 +505,40 @@ func (p *Proxy) bootstrapAndRefresh(ctx context.Context) {
 		}
 	}
 	p.firstTryOnce.Do(func() { close(p.firstTry) })
+	// Keep the consensus fresh from now on, also while the first circuit
+	// is being built (a consensus may list no usable path yet).
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.refreshLoop(ctx)
+	}()
 	p.setProgress(80, "building circuits")
 	if p.cfg.Circuits.Preemptive > 0 {
 		p.circs.kick()
-		select {
-		case <-p.firstCircuit:
-		case <-ctx.Done():
-			return
+		t := time.NewTicker(stuckWarnEvery)
+		defer t.Stop()
+	wait:
+		for {
+			select {
+			case <-p.firstCircuit:
+				break wait
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p.log.Warn("bootstrap stuck at building circuits: " + p.circs.lastError())
+			}
 		}
 	}
 	p.setProgress(100, "done")
 	close(p.bootstrapped)
+}
 
+// stuckWarnEvery is how often a bootstrap stuck at building circuits says
+// why.
+const stuckWarnEvery = 10 * time.Second
+
+// refreshLoop fetches a new consensus before the held one goes stale.
+func (p *Proxy) refreshLoop(ctx context.Context) {
 	for {
 		c := p.cons.Load()
 		wait := p.refreshDelay(c)
@@ -501,10 +573,16 @@ func (p *Proxy) refreshDelay(c *netdoc.Consensus) time.Duration {
 // (false), backing off between attempts and saying clearly what is wrong.
 func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 	wait := DefaultRefetchMin
+	if bootstrapping {
+		wait = bootstrapRetryMin
+	}
 	for {
 		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		c, err := p.src.Fetch(fctx)
 		cancel()
+		if held := p.cons.Load(); !bootstrapping && err == nil && c != nil && held != nil && !c.ValidAfter.After(held.ValidAfter) {
+			err = fmt.Errorf("%w than the consensus valid after %s", errNothingNewer, held.ValidAfter.UTC().Format(time.RFC3339))
+		}
 		if err == nil && c != nil {
 			p.setConsensus(c)
 			p.log.Info("new consensus", zap.Time("valid_after", c.ValidAfter), zap.Time("valid_until", c.ValidUntil), zap.Int("relays", len(c.Relays)))
@@ -534,6 +612,10 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 		case <-t.C:
 		}
 		wait = min(2*wait, DefaultRefetchMax)
+		// Try at least four more times before the held consensus expires.
+		if held := p.consensus(); held != nil {
+			wait = max(min(wait, held.ValidUntil.Sub(p.opts.now())/4), time.Second)
+		}
 	}
 }
 
@@ -604,6 +686,9 @@ func (p *Proxy) Status() Status {
 	p.bootMu.Lock()
 	s.Bootstrap = BootstrapStatus{Percent: p.percent, Phase: p.phase, Error: p.bootErr}
 	p.bootMu.Unlock()
+	if s.Bootstrap.Percent == 80 && s.Bootstrap.Error == "" {
+		s.Bootstrap.Error = p.circs.lastError()
+	}
 	if c := p.cons.Load(); c != nil {
 		now := p.opts.now()
 		s.Consensus = &ConsensusStatus{

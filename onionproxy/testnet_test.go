@@ -290,8 +290,14 @@ func startRelay(t testing.TB, name string, o relayOpts) *testRelay {
 // kill stops the relay abruptly: its links drop, as if the process died.
 func (tr *testRelay) kill() { tr.once.Do(tr.stop) }
 
-// descriptor returns the relay's signed descriptor.
+// descriptor returns the relay's descriptor, signed.
 func (tr *testRelay) descriptor(t testing.TB, now time.Time) *netdoc.Descriptor {
+	d, _ := tr.signedDescriptor(t, now)
+	return d
+}
+
+// signedDescriptor returns the relay's descriptor and its signed bytes.
+func (tr *testRelay) signedDescriptor(t testing.TB, now time.Time) (*netdoc.Descriptor, []byte) {
 	t.Helper()
 	classes := []uint8{0, 1}
 	d := &netdoc.Descriptor{
@@ -306,10 +312,11 @@ func (tr *testRelay) descriptor(t testing.TB, now time.Time) *netdoc.Descriptor 
 		DelayClasses: classes,
 		Policy:       tr.policy,
 	}
-	if _, err := d.Sign(tr.key); err != nil {
+	b, err := d.Sign(tr.key)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return d, b
 }
 
 // testAuthorities sign test consensuses.
