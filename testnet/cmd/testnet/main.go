@@ -174,7 +174,7 @@ Fetch a page whose name only the exits can resolve:
 
   curl --socks5-hostname %s %s
 
-  curl --proxy http://%s %s
+  curl -p --proxy http://%s %s      (HTTP CONNECT)
   dig @127.0.0.1 -p %s www.chive.test A
 
 Logs, configs and keys are in %s.
