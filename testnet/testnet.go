@@ -52,6 +52,13 @@ type Options struct {
 	LogLevel string
 	// ReadyTimeout bounds waiting for the network to carry a page (default 90s).
 	ReadyTimeout time.Duration
+	// HostAddr is the address authorities and relays listen on and
+	// advertise (default 127.0.0.1). ClientAddr is where the onion proxy's
+	// listeners bind (default 127.0.0.1). ClientWrap prefixes the proxy's
+	// command line, e.g. "ip netns exec NS" to run it in its own network
+	// namespace, where a packet capture sees only its traffic.
+	HostAddr, ClientAddr netip.Addr
+	ClientWrap           []string
 }
 
 func (o *Options) defaults() {
@@ -75,6 +82,12 @@ func (o *Options) defaults() {
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 90 * time.Second
+	}
+	if !o.HostAddr.IsValid() {
+		o.HostAddr = netip.MustParseAddr("127.0.0.1")
+	}
+	if !o.ClientAddr.IsValid() {
+		o.ClientAddr = netip.MustParseAddr("127.0.0.1")
 	}
 }
 
@@ -174,9 +187,12 @@ func (n *Network) logf(format string, args ...any) {
 	fmt.Fprintf(n.opts.Log, "testnet: "+format+"\n", args...)
 }
 
-// freePort asks the kernel for an unused port on 127.0.0.1.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// freePort asks the kernel for an unused TCP port on 127.0.0.1.
+func freePort() (int, error) { return freePortOn(netip.MustParseAddr("127.0.0.1")) }
+
+// freePortOn asks the kernel for an unused TCP port on addr.
+func freePortOn(addr netip.Addr) (int, error) {
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
 	if err != nil {
 		return 0, err
 	}
@@ -227,12 +243,12 @@ func (n *Network) startAuthorities(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		port, err := freePort()
+		port, err := freePortOn(o.HostAddr)
 		if err != nil {
 			return err
 		}
 		n.Authorities = append(n.Authorities, Authority{Nickname: name, ID: id,
-			Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))})
+			Addr: netip.AddrPortFrom(o.HostAddr, uint16(port))})
 	}
 	for _, a := range n.Authorities {
 		metrics, err := freePort()
@@ -270,7 +286,7 @@ func (n *Network) startRelays(ctx context.Context) error {
 			name = fmt.Sprintf("exit%d", i-o.Relays)
 			role = RoleExit
 		}
-		port, err := freePort()
+		port, err := freePortOn(o.HostAddr)
 		if err != nil {
 			return err
 		}
@@ -280,7 +296,7 @@ func (n *Network) startRelays(ctx context.Context) error {
 		}
 		cfg := filepath.Join(n.Dir, name+".yaml")
 		err = writeConfig(cfg, relayTmpl, map[string]any{
-			"Name": name, "Dir": filepath.Join(n.Dir, name), "Port": port, "Exit": exit,
+			"Name": name, "Dir": filepath.Join(n.Dir, name), "Host": o.HostAddr, "Port": port, "Exit": exit,
 			"Resolver": n.DNSServer, "Authorities": n.Authorities, "Metrics": metrics,
 			"Publish": o.VotingPeriod / 2, "Level": o.LogLevel, "Unsafe": o.UnsafeLogging,
 		})
@@ -382,7 +398,11 @@ func (n *Network) startClient(ctx context.Context) error {
 		if fixed != 0 {
 			return fixed, nil
 		}
-		return freePort()
+		if len(o.ClientWrap) > 0 {
+			// The proxy binds inside another namespace: any port will do.
+			return freePort()
+		}
+		return freePortOn(o.ClientAddr)
 	}
 	socks, err := pick(o.SOCKSPort)
 	if err != nil {
@@ -400,10 +420,11 @@ func (n *Network) startClient(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.SOCKS = fmt.Sprintf("127.0.0.1:%d", socks)
-	n.HTTPConnect = fmt.Sprintf("127.0.0.1:%d", httpPort)
-	n.DNS = fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	n.Control = fmt.Sprintf("127.0.0.1:%d", control)
+	ca := o.ClientAddr
+	n.SOCKS = netip.AddrPortFrom(ca, uint16(socks)).String()
+	n.HTTPConnect = netip.AddrPortFrom(ca, uint16(httpPort)).String()
+	n.DNS = netip.AddrPortFrom(ca, uint16(dnsPort)).String()
+	n.Control = netip.AddrPortFrom(ca, uint16(control)).String()
 	cfg := filepath.Join(n.Dir, "client.yaml")
 	err = writeConfig(cfg, clientTmpl, map[string]any{
 		"Dir": filepath.Join(n.Dir, "client"), "Authorities": n.Authorities,
@@ -413,7 +434,12 @@ func (n *Network) startClient(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := startProcess("client", RoleClient, n.bins["onionproxy"], cfg, filepath.Join(n.Dir, "client.log"), "-config", cfg)
+	bin, args := n.bins["onionproxy"], []string{"-config", cfg}
+	if len(o.ClientWrap) > 0 {
+		args = append(append(append([]string(nil), o.ClientWrap[1:]...), bin), args...)
+		bin = o.ClientWrap[0]
+	}
+	p, err := startProcess("client", RoleClient, bin, cfg, filepath.Join(n.Dir, "client.log"), args...)
 	if err != nil {
 		return err
 	}
