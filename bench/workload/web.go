@@ -58,6 +58,10 @@ func (w *Web) serve(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Body is what /size/N serves: its first N bytes. Callers must not
+// modify it.
+func (w *Web) Body() []byte { return w.body }
+
 // Close stops the server and waits for it.
 func (w *Web) Close() error {
 	w.once.Do(func() { w.srv.Close() })

@@ -250,12 +250,32 @@ func (t Timing) MBps() float64 { return float64(t.Bytes) / t.End.Sub(t.Start).Se
 // given credentials and checks the body against want (the first size
 // bytes of the pattern).
 func Get(ctx context.Context, proxy string, auth *socks5.Auth, host string, port, size int, want []byte, timeout time.Duration) (Timing, error) {
+	d := socks5.Dialer{Proxy: proxy, Auth: auth}
+	return get(ctx, d.DialContext, net.JoinHostPort(host, strconv.Itoa(port)), host, port, size, want, timeout)
+}
+
+// GetDirect is Get without a proxy: it connects to addr itself and names
+// host in the request. It measures the machine's loopback ceiling.
+func GetDirect(ctx context.Context, addr, host string, size int, want []byte, timeout time.Duration) (Timing, error) {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return Timing{}, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return Timing{}, err
+	}
+	var d net.Dialer
+	return get(ctx, d.DialContext, addr, host, port, size, want, timeout)
+}
+
+func get(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error),
+	addr, host string, port, size int, want []byte, timeout time.Duration) (Timing, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var t Timing
 	t.Start = time.Now()
-	d := socks5.Dialer{Proxy: proxy, Auth: auth}
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return t, err
 	}
