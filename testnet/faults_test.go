@@ -1,0 +1,186 @@
+package testnet_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chive-net/chive/testnet"
+	"github.com/chive-net/chive/testnet/services"
+)
+
+// nickByShortID maps the short relay IDs of the proxy's /status to
+// nicknames (which are the process names).
+func nickByShortID(t *testing.T, n *testnet.Network) map[string]string {
+	t.Helper()
+	c, err := n.Consensus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, r := range c.Relays {
+		m[r.ID.Short()] = r.Nickname
+	}
+	return m
+}
+
+// busyPath waits for a circuit carrying a stream and returns its relays'
+// names, guard first.
+func busyPath(t *testing.T, n *testnet.Network) []string {
+	t.Helper()
+	names := nickByShortID(t, n)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range proxyStatus(t, n).Circuits {
+			if c.Active > 0 {
+				var path []string
+				for _, id := range c.Path {
+					path = append(path, names[id])
+				}
+				return path
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no circuit with an active stream")
+	return nil
+}
+
+// cleanPath returns the path of some built circuit (guard first).
+func anyPath(t *testing.T, n *testnet.Network) []string {
+	t.Helper()
+	names := nickByShortID(t, n)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range proxyStatus(t, n).Circuits {
+			if len(c.Path) == 3 && c.State != "closing" {
+				return []string{names[c.Path[0]], names[c.Path[1]], names[c.Path[2]]}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no built circuit")
+	return nil
+}
+
+// longDownload starts curl on a slow 1 GiB download and returns it.
+func longDownload(t *testing.T, n *testnet.Network) *exec.Cmd {
+	t.Helper()
+	url := fmt.Sprintf("http://%s:%d/size/%d", services.WebHost, n.Web.Port(), 1<<30)
+	cmd := exec.Command("curl", "-sS", "-o", "/dev/null", "--limit-rate", "4M", "--socks5-hostname", n.SOCKS, url)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// expectFailsPromptly checks that an interrupted download ends with an
+// error, not a hang.
+func expectFailsPromptly(t *testing.T, cmd *exec.Cmd, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("%s: the 1 GiB download completed", what)
+		}
+		t.Logf("%s: the download failed promptly: %v", what, err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: the download neither failed nor finished within 20 s", what)
+	}
+}
+
+// recovers measures how long until a new request succeeds.
+func recovers(t *testing.T, n *testnet.Network, what string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		out, err := runErr(15*time.Second, "curl", "-sS", "--fail", "--max-time", "10", "--socks5-hostname", n.SOCKS, n.WebURL)
+		if err == nil && string(out) == services.Page {
+			t.Logf("%s: a new request succeeded %.1fs after the failure", what, time.Since(start).Seconds())
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("%s: recovery took %v, want seconds", what, d)
+			}
+			return
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("%s: no request succeeded within 60 s: %v", what, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestFaults kills exits, guards and an authority while the network works:
+// interrupted downloads fail promptly, new requests succeed within seconds,
+// and the remaining authorities keep signing consensuses.
+func TestFaults(t *testing.T) {
+	need(t, "curl")
+	// Every relay of a test network may be a guard, exits included, so the
+	// four kills below can take out four exits: keep enough of them.
+	n := startNet(t, testnet.Options{Relays: 3, Exits: 5})
+
+	t.Run("exit dies during a download", func(t *testing.T) {
+		dl := longDownload(t, n)
+		path := busyPath(t, n)
+		t.Logf("download runs over %v; killing %s", path, path[2])
+		n.Process(path[2]).Kill()
+		expectFailsPromptly(t, dl, "exit killed")
+		recovers(t, n, "exit killed mid-download")
+	})
+	t.Run("guard dies during a download", func(t *testing.T) {
+		dl := longDownload(t, n)
+		path := busyPath(t, n)
+		t.Logf("download runs over %v; killing %s", path, path[0])
+		n.Process(path[0]).Kill()
+		expectFailsPromptly(t, dl, "guard killed")
+		recovers(t, n, "guard killed mid-download")
+	})
+	t.Run("exit dies while idle", func(t *testing.T) {
+		path := anyPath(t, n)
+		t.Logf("idle circuits; killing exit %s of %v", path[2], path)
+		n.Process(path[2]).Kill()
+		recovers(t, n, "exit killed while idle")
+	})
+	t.Run("guard dies while idle", func(t *testing.T) {
+		path := anyPath(t, n)
+		t.Logf("idle circuits; killing guard %s of %v", path[0], path)
+		n.Process(path[0]).Kill()
+		recovers(t, n, "guard killed while idle")
+	})
+	t.Run("an authority dies", func(t *testing.T) {
+		killed := time.Now()
+		n.Process("auth1").Kill()
+		// Consensuses voted after the kill (two periods on: the first one's
+		// votes were cast before it) carry two votes and two signatures,
+		// and verify.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			c, err := n.Consensus(context.Background())
+			if err == nil && c.ValidAfter.After(killed.Add(2*c.VotingPeriod+time.Second)) {
+				var signers []string
+				for _, s := range c.Signatures {
+					signers = append(signers, s.Authority.Short())
+				}
+				t.Logf("consensus valid-after %s signed by %d authorities (%s)", c.ValidAfter.Format(time.TimeOnly),
+					len(c.Signatures), strings.Join(signers, " "))
+				if len(c.Signatures) != 2 {
+					t.Fatalf("signatures: %d, want the 2 live authorities'", len(c.Signatures))
+				}
+				if len(c.Voters) != 2 {
+					t.Errorf("voters: %d, want the 2 live authorities", len(c.Voters))
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no new consensus from the two live authorities within 60 s: %v", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		recovers(t, n, "authority down")
+	})
+}
