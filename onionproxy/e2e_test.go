@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // failLocalDNS replaces net.DefaultResolver with one whose every lookup
@@ -234,4 +239,94 @@ func connectRaw(t testing.TB, addr, req string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestMetricsExposed: the control listener's /metrics has the proxy's
+// figures: bootstrap, circuit builds and build time, streams by result,
+// bytes, DNS queries by result.
+func TestMetricsExposed(t *testing.T) {
+	n, rp := startNetAndProxy(t, nil)
+	port, _ := strconv.Atoi(n.port())
+	if _, err := fetchVia(rp.Addrs().SOCKS[0], socksReq{host: webName, port: uint16(port)}, "/page"); err != nil {
+		t.Fatal(err)
+	}
+	cl := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	q := new(dns.Msg)
+	q.SetQuestion("nosuch.chive.test.", dns.TypeA)
+	if r, _, err := cl.Exchange(q, rp.Addrs().DNS); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Fatalf("DNS: %v %v", r, err)
+	}
+	resp, err := ctlClient.Get("http://" + rp.Addrs().Control + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"chive_onionproxy_bootstrap_percent 100",
+		`chive_onionproxy_circuit_builds_total{result="ok"}`,
+		"chive_onionproxy_circuit_build_seconds_bucket",
+		`chive_onionproxy_streams_total{frontend="socks",result="ok"} 1`,
+		`chive_onionproxy_stream_bytes_total{direction="received"}`,
+		`chive_onionproxy_stream_bytes_total{direction="sent"}`,
+		`result="nxdomain"`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestLogsArePrivate: with unsafe_logging off, no log line (debug
+// included) carries a destination name, a queried name or a client's
+// address, whatever happens to the streams.
+func TestLogsArePrivate(t *testing.T) {
+	n, rp := startNetAndProxy(t, nil)
+	port, _ := strconv.Atoi(n.port())
+	socks := rp.Addrs().SOCKS[0]
+	var clientPorts []string
+	for _, r := range []socksReq{
+		{host: webName, port: uint16(port)},
+		{host: "nosuch.chive.test", port: 80},
+		{host: "bad name.chive.test", port: 80},
+		{host: deniedName, port: 80},
+		{host: unreachName, port: 80},
+		{user: "class=x", host: webName, port: 80},
+	} {
+		c, _, err := socksDial(socks, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c != nil {
+			_, p, _ := net.SplitHostPort(c.LocalAddr().String())
+			clientPorts = append(clientPorts, p)
+			c.Close()
+		}
+	}
+	connectRaw(t, rp.Addrs().HTTPConnect[0], "CONNECT nosuch.chive.test:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+	cl := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	for _, name := range []string{webName, "secret.chive.test"} {
+		q := new(dns.Msg)
+		q.SetQuestion(name+".", dns.TypeTXT)
+		cl.Exchange(q, rp.Addrs().DNS)
+	}
+	rp.stop()
+	entries := rp.logs.All()
+	if len(entries) < 10 {
+		t.Fatalf("only %d log entries observed", len(entries))
+	}
+	for _, e := range entries {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += fmt.Sprintf(" %s=%v", k, v)
+		}
+		if strings.Contains(line, "chive.test") {
+			t.Errorf("a log line names a destination: %s", line)
+		}
+		for _, p := range clientPorts {
+			if strings.Contains(line, "127.0.0.1:"+p) {
+				t.Errorf("a log line has a client address: %s", line)
+			}
+		}
+	}
 }

@@ -92,7 +92,7 @@ func FuzzClassUsername(f *testing.F) {
 		}
 		num, _, _ := strings.Cut(strings.TrimPrefix(user, ClassPrefix), ":")
 		n, perr := strconv.ParseUint(num, 10, 8)
-		if (err == nil) != (perr == nil && num != "" && !strings.HasPrefix(num, "+")) {
+		if (err == nil) != (perr == nil && strconv.FormatUint(n, 10) == num) {
 			t.Fatalf("%q: err %v, but ParseUint(%q) gives %v", user, err, num, perr)
 		}
 		if err == nil && uint64(class) != n {

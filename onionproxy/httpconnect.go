@@ -117,7 +117,12 @@ func (f *httpFrontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		iso.hasAuth, iso.user, iso.pass = true, user, pass
 	}
-	stream, err := p.openStream(f.ctx, "http", iso, host, port)
+	// The dial ends if the client goes away or the proxy shuts down.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(f.ctx, cancel)
+	defer stop()
+	stream, err := p.openStream(ctx, "http", iso, host, port)
 	if err != nil {
 		code, reason := httpFailure(err)
 		f.fail(w, code, reason)

@@ -66,8 +66,8 @@ var (
 )
 
 // ClassPrefix starts a SOCKS username that selects a delay class: "class=N"
-// or "class=N:anything" asks for class N (decimal, 0 to 255); the whole
-// username and password still isolate as usual.
+// or "class=N:anything" asks for class N (decimal 0 to 255, no leading
+// zeros); the whole username and password still isolate as usual.
 const ClassPrefix = "class="
 
 // parseClassUsername returns the delay class a SOCKS username asks for, and
@@ -78,11 +78,9 @@ func parseClassUsername(user string) (uint8, bool, error) {
 		return 0, false, nil
 	}
 	num, _, _ := strings.Cut(rest, ":")
-	if num == "" || len(num) > 3 || strings.TrimLeft(num, "0123456789") != "" {
-		return 0, true, ErrBadClassPrefix
-	}
 	n, err := strconv.ParseUint(num, 10, 8)
-	if err != nil {
+	if err != nil || strconv.FormatUint(n, 10) != num {
+		// Not a number 0-255 in canonical form ("7", not "007" or "+7").
 		return 0, true, ErrBadClassPrefix
 	}
 	return uint8(n), true, nil
