@@ -62,7 +62,7 @@ func compose(args []string) error {
 chive compose network is up. From this host:
 
   curl --socks5-hostname 127.0.0.1:19050 http://web/
-  curl --proxy http://127.0.0.1:19080 http://web/
+  curl -p --proxy http://127.0.0.1:19080 http://web/
   dig @127.0.0.1 -p 19053 web A
 
 Stop it with: go run ./testnet/cmd/testnet compose down
