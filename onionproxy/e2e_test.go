@@ -124,6 +124,16 @@ func TestRealClients(t *testing.T) {
 		if !strings.Contains(out, "status: NXDOMAIN") {
 			t.Errorf("dig nosuch: want NXDOMAIN, got\n%s", out)
 		}
+		srv := strings.TrimSpace(digq(t, "+short", "_http._tcp."+webName, "SRV"))
+		if srv != "0 5 80 "+webName+"." {
+			t.Errorf("dig SRV: got %q", srv)
+		}
+		// A 2.6 KB answer: truncated over UDP, then whole over TCP (dig
+		// retries by itself).
+		big := digq(t, bigName, "TXT")
+		if !strings.Contains(big, "Truncated, retrying in TCP mode") || strings.Count(big, "300\tIN\tTXT") != 12 {
+			t.Errorf("dig big TXT: want a TCP retry and 12 records, got\n%s", big)
+		}
 	})
 	if lookups.Load() != 0 {
 		t.Fatalf("%d local lookups", lookups.Load())
@@ -329,4 +339,22 @@ func TestLogsArePrivate(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConsensusDoesNotVerify: a consensus signed by one of three
+// authorities is refused, and the log and /status say what to check.
+func TestConsensusDoesNotVerify(t *testing.T) {
+	n := newTestNet(t, netOpts{})
+	n.dir.set(n.auth.consensus(t, n.relays, time.Now(), 1))
+	rp := startProxy(t, testConfig(t), WithConsensusSource(n.source()))
+	waitFor(t, "the bootstrap error", 5*time.Second, func() bool {
+		return rp.logs.FilterMessageSnippet("fewer than half of the configured authorities signed").Len() > 0
+	})
+	s := status(t, rp)
+	if s.Bootstrap.Percent != 40 || !strings.Contains(s.Bootstrap.Error, "authorities[].id") || s.Consensus != nil {
+		t.Errorf("status %+v consensus %+v", s.Bootstrap, s.Consensus)
+	}
+	// Once the authorities serve a properly signed one, bootstrap goes on.
+	n.publish(t)
+	rp.waitBootstrapped(t)
 }

@@ -33,13 +33,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { // e.g. EMFILE surfaces as temporary
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
 			}
-			return nil, err
+			// Anything else (EMFILE when a flood exhausts descriptors,
+			// ECONNABORTED) passes: wait a little and go on serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		select {

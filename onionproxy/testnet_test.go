@@ -45,7 +45,19 @@ const (
 	unreachName = "unreach.chive.test" // 127.0.0.3: the exits' dialer says "network unreachable"
 	slowName    = "slow.chive.test"    // 127.0.0.4: the exits' dialer hangs (connect timeout)
 	deniedName  = "denied.chive.test"  // 127.0.0.2: refused by the exits' full policy
+	bigName     = "big.chive.test"     // TXT records larger than a UDP answer
 )
+
+// bigTXT is 12 TXT records of 200 bytes each: about 2.6 KB, more than any
+// UDP answer the front-end sends, so stubs must retry over TCP.
+func bigTXT() []dns.RR {
+	var out []dns.RR
+	for i := 0; i < 12; i++ {
+		out = append(out, &dns.TXT{Hdr: dns.RR_Header{Name: bigName + ".", Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+			Txt: []string{fmt.Sprintf("%02d", i) + strings.Repeat("x", 198)}})
+	}
+	return out
+}
 
 var (
 	unreachAddr = netip.MustParseAddr("127.0.0.3")
@@ -71,7 +83,11 @@ func zone() map[uint16]map[string][]dns.RR {
 		},
 		dns.TypeAAAA: {webName + ".": {rr(webName + ". 300 IN AAAA 2001:db8::c0de")}},
 		dns.TypeMX:   {webName + ".": {rr(webName + ". 300 IN MX 10 mail.chive.test.")}},
-		dns.TypeTXT:  {webName + ".": {rr(webName + `. 300 IN TXT "only the exit knows this"`)}},
+		dns.TypeTXT: {
+			webName + ".": {rr(webName + `. 300 IN TXT "only the exit knows this"`)},
+			bigName + ".": bigTXT(),
+		},
+		dns.TypeSRV: {"_http._tcp." + webName + ".": {rr("_http._tcp." + webName + ". 300 IN SRV 0 5 80 " + webName + ".")}},
 	}
 }
 
@@ -97,6 +113,15 @@ func startDNS(t testing.TB) string {
 				Ns: "ns.chive.test.", Mbox: "hostmaster.chive.test.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60}}
 		} else {
 			m.Answer = z[q.Question[0].Qtype][name]
+		}
+		// Over UDP, answer within the asker's size, truncated (TC) if
+		// need be, as a real server does.
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			size := dns.MinMsgSize
+			if o := q.IsEdns0(); o != nil {
+				size = int(o.UDPSize())
+			}
+			m.Truncate(size)
 		}
 		w.WriteMsg(m)
 	})
