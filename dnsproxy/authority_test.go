@@ -89,16 +89,12 @@ func newAuthority(t testing.TB) *authority {
 		a.add(&dns.TXT{Hdr: hdr("big.chive.test.", dns.TypeTXT, 300), Txt: []string{string(rune('A'+i)) + s}})
 	}
 
-	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// The same port for UDP and TCP, as the server under test does it.
+	uc, l, err := listenPair("127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("authority udp: %v", err)
+		t.Fatalf("authority: %v", err)
 	}
-	port := u.LocalAddr().(*net.UDPAddr).Port
-	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		u.Close()
-		t.Fatalf("authority tcp: %v", err)
-	}
+	u := uc
 	a.addr = u.LocalAddr().String()
 	started := make(chan struct{}, 2)
 	a.udp = &dns.Server{PacketConn: u, Handler: a, NotifyStartedFunc: func() { started <- struct{}{} }}

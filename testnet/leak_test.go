@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,7 +77,7 @@ func TestNoLeaks(t *testing.T) {
 	}
 	tcpdump := exec.Command("tcpdump", "-i", hostIf, "-nn", "-l", "-q", "-t", "ip or ip6")
 	tcpdump.Stdout = capOut
-	var tdErr bytes.Buffer
+	var tdErr syncBuffer
 	tcpdump.Stderr = &tdErr
 	if err := tcpdump.Start(); err != nil {
 		t.Fatal(err)
@@ -226,4 +227,22 @@ ARP, Request who-has 10.77.0.1 tell 10.77.0.2, length 28
 			t.Errorf("capture with %q: %d violations, want 1", leak, len(r.violations))
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
