@@ -160,22 +160,36 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// BenchmarkIdleCircuits holds many idle circuits through one relay (as
-// guard, middle and exit in turn are all in this process, the figure is
-// per circuit across the three relays) and reports the heap each costs.
+// BenchmarkIdleCircuits holds many idle circuits and reports the heap and
+// goroutine stack each costs. Client and relays share this process, so it
+// builds them once through one hop and once through three: the difference,
+// halved, is what one more relay hop costs a relay (the client's extra CGO
+// layers, a few hundred bytes each, are included, so it errs high).
 func BenchmarkIdleCircuits(b *testing.B) {
 	for _, count := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("circuits=%d", count), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				idleCircuits(b, count)
-			}
-		})
+		var heap, stack [4]float64
+		for _, hops := range []int{1, 3} {
+			b.Run(fmt.Sprintf("circuits=%d/hops=%d", count, hops), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					heap[hops], stack[hops] = idleCircuits(b, count, hops)
+				}
+				b.ReportMetric(heap[hops], "heap-B/circuit")
+				b.ReportMetric(stack[hops], "stack-B/circuit")
+				if hops == 3 {
+					b.ReportMetric((heap[3]-heap[1])/2, "heap-B/relay-hop")
+					b.ReportMetric((stack[3]-stack[1])/2, "stack-B/relay-hop")
+				}
+			})
+		}
 	}
 }
 
-func idleCircuits(b *testing.B, count int) {
+func idleCircuits(b *testing.B, count, hops int) (heapPer, stackPer float64) {
 	n := newTestNet(b, relayOpts{})
-	n.build(b, 0)
+	path := n.path()[3-hops:]
+	if _, err := Build(context.Background(), n.client, path, BuildOptions{}); err != nil {
+		b.Fatal(err)
+	}
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -191,7 +205,7 @@ func idleCircuits(b *testing.B, count int) {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			c, err := Build(ctx, n.client, n.path(), BuildOptions{})
+			c, err := Build(ctx, n.client, path, BuildOptions{})
 			if err != nil {
 				b.Error(err)
 				return
@@ -205,13 +219,7 @@ func idleCircuits(b *testing.B, count int) {
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
-	heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
-	stacks := float64(after.StackInuse) - float64(before.StackInuse)
-	// Each circuit lives at three relays and at the client, all in this
-	// process: report the whole and a per-relay-hop estimate.
-	b.ReportMetric(heap/float64(count), "heap-B/circuit-all4")
-	b.ReportMetric(stacks/float64(count), "stack-B/circuit-all4")
-	for _, r := range n.relays {
+	for _, r := range n.relays[3-hops:] {
 		if got := r.relay.NumCircuits(); got < count {
 			b.Fatalf("relay holds %d circuits, want %d", got, count)
 		}
@@ -219,4 +227,6 @@ func idleCircuits(b *testing.B, count int) {
 	for _, c := range circs {
 		c.Close()
 	}
+	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(count),
+		(float64(after.StackInuse) - float64(before.StackInuse)) / float64(count)
 }

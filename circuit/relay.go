@@ -308,6 +308,18 @@ func (r *Relay) serveCircuit(l *link.Link, s *yamux.Stream) {
 	if r.m != nil {
 		r.m.relayCircuitsCreated.Inc()
 	}
+	// The handshake grew this goroutine's stack (X25519, SHA-3); an idle
+	// circuit should not keep that. The forward loop starts afresh.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		c.forwardLoop(s)
+	}()
+}
+
+// forwardLoop handles cells from the previous hop until the circuit ends,
+// then wipes its keys.
+func (c *relayCircuit) forwardLoop(s *yamux.Stream) {
 	err := readBatches(s, c.forwardBatch)
 	c.finish(err, sidePrev)
 	c.wg.Wait()
