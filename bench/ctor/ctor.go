@@ -72,6 +72,11 @@ type Options struct {
 	// at least 10 s.
 	VotingInterval time.Duration
 
+	// InitialVotingInterval is TestingV3AuthInitialVotingInterval, the
+	// interval until the first consensus: 5 s by default (tor's smallest;
+	// on this machine it bootstrapped in 10-13 s where 10 s took 16-27 s).
+	InitialVotingInterval time.Duration
+
 	// ExitResolver is the DNS server (ip:port) the exits resolve names
 	// with. Empty: the system's resolv.conf.
 	ExitResolver string
@@ -273,6 +278,13 @@ func (o *Options) setDefaults() error {
 	if v%time.Second != 0 || v < 10*time.Second || (24*time.Hour)%v != 0 {
 		return fmt.Errorf("ctor: Options.VotingInterval %v: tor wants whole seconds, at least 10, dividing 24 hours (10s, 12s, 15s, 20s, ...)", v)
 	}
+	if o.InitialVotingInterval == 0 {
+		o.InitialVotingInterval = 5 * time.Second
+	}
+	iv := o.InitialVotingInterval
+	if iv%time.Second != 0 || iv < 5*time.Second || (24*time.Hour)%iv != 0 {
+		return fmt.Errorf("ctor: Options.InitialVotingInterval %v: tor wants whole seconds, at least 5, dividing 24 hours", iv)
+	}
 	if o.ExitResolver != "" {
 		if _, _, err := net.SplitHostPort(o.ExitResolver); err != nil {
 			return fmt.Errorf("ctor: Options.ExitResolver %q: want ip:port", o.ExitResolver)
@@ -397,11 +409,11 @@ func Start(ctx context.Context, o Options) (*Network, error) {
 				nd.name, nd.orPort, nd.v3ident, nd.dirPort, nd.fp))
 		}
 	}
-	vi := int(o.VotingInterval / time.Second)
+	vi, ivi := int(o.VotingInterval/time.Second), int(o.InitialVotingInterval/time.Second)
 	torrcs := make([]string, len(nodes))
 	for i, nd := range nodes {
 		torrcs[i] = filepath.Join(nd.dir, "torrc")
-		conf := torrc(nd, authLines, vi, resolvConf)
+		conf := torrc(nd, authLines, vi, ivi, resolvConf)
 		if err := os.WriteFile(torrcs[i], []byte(conf), 0o600); err != nil {
 			return nil, fmt.Errorf("ctor: %w", err)
 		}
@@ -576,7 +588,7 @@ func isHexFingerprint(s string) bool {
 }
 
 // torrc writes a node's configuration.
-func torrc(nd *node, authLines []string, votingInterval int, resolvConf string) string {
+func torrc(nd *node, authLines []string, votingInterval, initialInterval int, resolvConf string) string {
 	var b strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	line("# %s (%s) of the chive benchmark's C tor network; written by bench/ctor", nd.name, nd.role)
@@ -607,13 +619,14 @@ func torrc(nd *node, authLines []string, votingInterval int, resolvConf string) 
 		// Voting and distribution delays must together stay under half
 		// the interval (tor votes at half the interval until it has a
 		// consensus).
-		d := max(votingInterval/5, 1)
+		// Tor refuses delays under 2 s.
+		d, id := max(votingInterval/5, 2), max(initialInterval/5, 2)
 		line("V3AuthVotingInterval %d", votingInterval)
 		line("V3AuthVoteDelay %d", d)
 		line("V3AuthDistDelay %d", d)
-		line("TestingV3AuthInitialVotingInterval %d", votingInterval)
-		line("TestingV3AuthInitialVoteDelay %d", d)
-		line("TestingV3AuthInitialDistDelay %d", d)
+		line("TestingV3AuthInitialVotingInterval %d", initialInterval)
+		line("TestingV3AuthInitialVoteDelay %d", id)
+		line("TestingV3AuthInitialDistDelay %d", id)
 		// A fresh network has no relay old enough for the Guard flag, nor
 		// measured bandwidth for the Exit flag's threshold.
 		line("TestingDirAuthVoteGuard *")

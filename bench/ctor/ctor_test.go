@@ -60,7 +60,7 @@ func TestLastBootstrap(t *testing.T) {
 
 func TestTorrc(t *testing.T) {
 	auth := []string{"DirAuthority auth0 orport=5000 v3ident=AA 127.0.0.1:7000 BB"}
-	exit := torrc(&node{name: "exit0", role: RoleExit, dir: "/d/exit0", orPort: 5005}, auth, 10, "/d/resolv.conf")
+	exit := torrc(&node{name: "exit0", role: RoleExit, dir: "/d/exit0", orPort: 5005}, auth, 10, 10, "/d/resolv.conf")
 	for _, want := range []string{
 		"TestingTorNetwork 1\n", "DataDirectory /d/exit0\n", "ORPort 127.0.0.1:5005\n", "ExitRelay 1\n",
 		"ExitPolicyRejectPrivate 0\n", "ExitPolicy accept 127.0.0.0/8:*\n", "ExitPolicy accept *:*\n",
@@ -70,14 +70,14 @@ func TestTorrc(t *testing.T) {
 			t.Errorf("exit torrc lacks %q:\n%s", want, exit)
 		}
 	}
-	a := torrc(&node{name: "auth0", role: RoleAuthority, dir: "/d/auth0", orPort: 5000, dirPort: 7000}, auth, 10, "")
+	a := torrc(&node{name: "auth0", role: RoleAuthority, dir: "/d/auth0", orPort: 5000, dirPort: 7000}, auth, 10, 5, "")
 	for _, want := range []string{"V3AuthoritativeDirectory 1\n", "DirPort 127.0.0.1:7000\n", "V3AuthVotingInterval 10\n",
-		"V3AuthVoteDelay 2\n", "TestingV3AuthInitialVotingInterval 10\n", "ExitRelay 0\n"} {
+		"V3AuthVoteDelay 2\n", "TestingV3AuthInitialVotingInterval 5\n", "TestingV3AuthInitialVoteDelay 2\n", "ExitRelay 0\n"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("authority torrc lacks %q:\n%s", want, a)
 		}
 	}
-	c := torrc(&node{name: "client", role: RoleClient, dir: "/d/client", socksPort: 9050, dnsPort: 9053}, auth, 10, "")
+	c := torrc(&node{name: "client", role: RoleClient, dir: "/d/client", socksPort: 9050, dnsPort: 9053}, auth, 10, 10, "")
 	for _, want := range []string{"SocksPort 127.0.0.1:9050\n", "DNSPort 127.0.0.1:9053\n"} {
 		if !strings.Contains(c, want) {
 			t.Errorf("client torrc lacks %q:\n%s", want, c)
@@ -100,6 +100,7 @@ func TestOptionsValidation(t *testing.T) {
 		{Dir: "x", ProbeURL: "http://a:1/", VotingInterval: 7 * time.Second},
 		{Dir: "x", ProbeURL: "http://a:1/", VotingInterval: 11 * time.Second},
 		{Dir: "x", ProbeURL: "http://a:1/", ExitResolver: "127.0.0.1"},
+		{Dir: "x", ProbeURL: "http://a:1/", InitialVotingInterval: 7 * time.Second},
 	} {
 		if err := o.setDefaults(); err == nil {
 			t.Errorf("%+v: no error", o)

@@ -375,16 +375,18 @@ func buildReport(o Options, cols []column, runs []NetworkRun, cfg workload.Confi
 				continue
 			}
 			var per [][]float64
-			failures := 0
+			failures, capped := 0, 0
 			for _, r := range runs {
 				if r.Kind != col.kind {
 					continue
 				}
-				xs, f := samplesOf(m.key, col.Name, r)
+				xs, f, c := samplesOf(m.key, col.Name, r)
 				per = append(per, xs)
 				failures += f
+				capped += c
 			}
 			row.Cells[ci] = report.Aggregate(per, failures)
+			row.Cells[ci].Capped = capped
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
@@ -434,9 +436,9 @@ func wanted(ws []string, key string) bool {
 	return want[key]
 }
 
-// samplesOf returns one network's samples of a metric for a column, and
-// the failed attempts.
-func samplesOf(key, col string, r NetworkRun) ([]float64, int) {
+// samplesOf returns one network's samples of a metric for a column, the
+// failed attempts and the capped samples.
+func samplesOf(key, col string, r NetworkRun) (xs []float64, failed, capped int) {
 	var res *workload.Result
 	for _, x := range r.Results {
 		if x.Target == col {
@@ -446,9 +448,9 @@ func samplesOf(key, col string, r NetworkRun) ([]float64, int) {
 	switch key {
 	case "bootstrap":
 		if r.BootstrapSecs == 0 {
-			return nil, 0
+			return nil, 0, 0
 		}
-		return []float64{r.BootstrapSecs}, 0
+		return []float64{r.BootstrapSecs}, 0, 0
 	case "rss-relay", "rss-client":
 		best := -1.0
 		for _, p := range r.Procs {
@@ -457,21 +459,21 @@ func samplesOf(key, col string, r NetworkRun) ([]float64, int) {
 			}
 		}
 		if best < 0 {
-			return nil, 0
+			return nil, 0, 0
 		}
-		return []float64{best}, 0
+		return []float64{best}, 0, 0
 	}
 	if res == nil {
-		return nil, 0
+		return nil, 0, 0
 	}
 	if strings.HasPrefix(key, "cpu-") {
-		return cpuSamples(key, res, r.Procs), 0
+		return cpuSamples(key, res, r.Procs), 0, 0
 	}
 	m := res.Measurements[key]
 	if m == nil {
-		return nil, 0
+		return nil, 0, 0
 	}
-	return m.Samples, len(m.Failures)
+	return m.Samples, len(m.Failures), m.Capped
 }
 
 // cpuSamples turns each bulk transfer's CPU times into seconds per 100 MiB

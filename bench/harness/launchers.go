@@ -16,8 +16,10 @@ import (
 
 // TorLauncher starts C tor networks (bench/ctor).
 type TorLauncher struct {
-	Tor, Gencert   string        // binaries; empty looks them up
-	VotingInterval time.Duration // 0: ctor's default (10 s)
+	Tor, Gencert string // binaries; empty looks them up
+	// VotingInterval and InitialVotingInterval: 0 takes ctor's defaults
+	// (10 s and 5 s).
+	VotingInterval, InitialVotingInterval time.Duration
 }
 
 // Kind implements Launcher.
@@ -29,7 +31,8 @@ func (*TorLauncher) Columns() []Column { return []Column{{Name: "C tor"}} }
 // Up implements Launcher.
 func (l *TorLauncher) Up(ctx context.Context, dir string, env Env) (Network, error) {
 	n, err := ctor.Start(ctx, ctor.Options{
-		Dir: dir, Tor: l.Tor, Gencert: l.Gencert, VotingInterval: l.VotingInterval,
+		Dir: dir, Tor: l.Tor, Gencert: l.Gencert,
+		VotingInterval: l.VotingInterval, InitialVotingInterval: l.InitialVotingInterval,
 		ExitResolver: env.Resolver, ProbeURL: env.ProbeURL, Log: env.Log,
 	})
 	if err != nil {

@@ -55,6 +55,9 @@ type Cell struct {
 	PerNetwork []float64 `json:"per_network_median,omitempty"`
 	// Failures counts failed attempts (they have no sample).
 	Failures int `json:"failures,omitempty"`
+	// Capped counts samples of transfers cut short at a time cap (their
+	// rate is over the bytes received).
+	Capped int `json:"capped,omitempty"`
 	// Note replaces the figure when there is none, e.g. "not installed".
 	Note string `json:"note,omitempty"`
 }
@@ -170,6 +173,9 @@ func FormatCell(c Cell) string {
 	}
 	if c.Failures > 0 {
 		s += fmt.Sprintf(", %d failed", c.Failures)
+	}
+	if c.Capped > 0 {
+		s += fmt.Sprintf(", %d capped", c.Capped)
 	}
 	return s
 }

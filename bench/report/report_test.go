@@ -74,6 +74,7 @@ func TestFormat(t *testing.T) {
 		{Cell{Failures: 2}, "—, 2 failed"},
 		{Cell{Stat: &Stat{N: 1, Median: 29.4, Min: 29.4, Max: 29.4}}, "29.4"},
 		{Cell{Stat: &Stat{N: 5, Median: 12, Min: 11, Max: 14.26}, Failures: 1}, "12.0 (11.0–14.3), 1 failed"},
+		{Cell{Stat: &Stat{N: 5, Median: 1, Min: 1, Max: 1}, Failures: 1, Capped: 3}, "1.00 (1.00–1.00), 1 failed, 3 capped"},
 	} {
 		if got := FormatCell(tc.c); got != tc.want {
 			t.Errorf("FormatCell(%+v) = %q, want %q", tc.c, got, tc.want)
@@ -93,7 +94,7 @@ func sample() *Report {
 			{Key: "bulk1", Metric: "bulk, 1 stream", Unit: "MB/s", Better: Higher, Cells: []Cell{
 				{Stat: st(15, 12, 4, 14), PerNetwork: []float64{11, 12, 13}},
 				{Stat: st(15, 150, 120, 160)},
-				{Stat: st(15, 130, 100, 140), Failures: 1},
+				{Stat: st(15, 130, 100, 140), Failures: 1, Capped: 2},
 			}},
 			{Key: "ttfb-ready", Metric: "TTFB | ready circuit", Unit: "ms", Better: Lower, Cells: []Cell{
 				{Stat: st(15, 20, 12, 38)}, {Stat: st(15, 1.5, 1.2, 2)}, {},

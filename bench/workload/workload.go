@@ -73,6 +73,11 @@ type Config struct {
 	BulkSize, PageSize, Streams int
 	// Reps is the number of measured repetitions of each workload (5).
 	Reps int
+	// BulkCap, if not zero, ends a bulk transfer that has run this long:
+	// its rate is then taken over the bytes received so far, and the
+	// sample is counted as capped. It keeps a very slow network from
+	// stalling the run.
+	BulkCap time.Duration
 	// DNSName has an A record at the exits' resolver; DNSZone is a zone it
 	// answers NXDOMAIN under.
 	DNSName, DNSZone string
@@ -133,6 +138,8 @@ type Measurement struct {
 	// Failures describes each failed attempt; a failed attempt has no
 	// sample.
 	Failures []string `json:"failures,omitempty"`
+	// Capped counts bulk samples cut short by Config.BulkCap.
+	Capped int `json:"capped,omitempty"`
 }
 
 // CPUSample is the CPU time the network's processes used during one bulk
@@ -236,6 +243,7 @@ type Timing struct {
 	FirstByte time.Time // the first byte of the response arrived
 	End       time.Time // the last byte of the body arrived
 	Bytes     int64     // body bytes
+	Capped    bool      // the transfer was cut short at its time cap
 }
 
 // TTFB is the time from connecting to the proxy to the response's first
@@ -251,7 +259,7 @@ func (t Timing) MBps() float64 { return float64(t.Bytes) / t.End.Sub(t.Start).Se
 // bytes of the pattern).
 func Get(ctx context.Context, proxy string, auth *socks5.Auth, host string, port, size int, want []byte, timeout time.Duration) (Timing, error) {
 	d := socks5.Dialer{Proxy: proxy, Auth: auth}
-	return get(ctx, d.DialContext, net.JoinHostPort(host, strconv.Itoa(port)), host, port, size, want, timeout)
+	return get(ctx, d.DialContext, net.JoinHostPort(host, strconv.Itoa(port)), host, port, size, want, timeout, 0)
 }
 
 // GetDirect is Get without a proxy: it connects to addr itself and names
@@ -266,11 +274,11 @@ func GetDirect(ctx context.Context, addr, host string, size int, want []byte, ti
 		return Timing{}, err
 	}
 	var d net.Dialer
-	return get(ctx, d.DialContext, addr, host, port, size, want, timeout)
+	return get(ctx, d.DialContext, addr, host, port, size, want, timeout, 0)
 }
 
 func get(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error),
-	addr, host string, port, size int, want []byte, timeout time.Duration) (Timing, error) {
+	addr, host string, port, size int, want []byte, timeout, capAfter time.Duration) (Timing, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var t Timing
@@ -281,6 +289,9 @@ func get(ctx context.Context, dial func(ctx context.Context, network, addr strin
 	}
 	defer conn.Close()
 	t.Connected = time.Now()
+	if capAfter > 0 {
+		conn.SetReadDeadline(t.Start.Add(capAfter))
+	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	req := fmt.Sprintf("GET /size/%d HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: chive-netbench\r\nConnection: close\r\n\r\n", size, host, port)
@@ -315,6 +326,10 @@ func get(ctx context.Context, dial func(ctx context.Context, network, addr strin
 		if err == io.EOF {
 			break
 		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && capAfter > 0 && ctx.Err() == nil && t.Bytes > 0 {
+			t.End, t.Capped = time.Now(), true
+			return t, nil
+		}
 		if err != nil {
 			return t, ctxErr(ctx, fmt.Errorf("read body after %d of %d bytes: %w", t.Bytes, size, err))
 		}
@@ -337,6 +352,13 @@ func ctxErr(ctx context.Context, err error) error {
 
 func (r *runner) get(ctx context.Context, auth *socks5.Auth, size int) (Timing, error) {
 	return Get(ctx, r.t.SOCKS, auth, r.c.Host, r.c.Port, size, r.c.Body[:size], r.c.OpTimeout)
+}
+
+// getBulk is get with the bulk time cap.
+func (r *runner) getBulk(ctx context.Context, auth *socks5.Auth) (Timing, error) {
+	d := socks5.Dialer{Proxy: r.t.SOCKS, Auth: auth}
+	return get(ctx, d.DialContext, net.JoinHostPort(r.c.Host, strconv.Itoa(r.c.Port)), r.c.Host, r.c.Port,
+		r.c.BulkSize, r.c.Body[:r.c.BulkSize], r.c.OpTimeout, r.c.BulkCap)
 }
 
 // warm builds the circuit of auth's isolation group by fetching a page.
@@ -455,7 +477,7 @@ func (r *runner) bulk(ctx context.Context, name string, streams int) error {
 		timings := make([]Timing, streams)
 		before := procstat.Take(r.t.Procs)
 		for s := range streams {
-			wg.Go(func() { timings[s], errs[s] = r.get(ctx, auths[s], r.c.BulkSize) })
+			wg.Go(func() { timings[s], errs[s] = r.getBulk(ctx, auths[s]) })
 		}
 		wg.Wait()
 		after := procstat.Take(r.t.Procs)
@@ -467,7 +489,9 @@ func (r *runner) bulk(ctx context.Context, name string, streams int) error {
 		}
 		start, end := timings[0].Start, timings[0].End
 		var total int64
+		capped := false
 		for _, t := range timings {
+			capped = capped || t.Capped
 			if t.Start.Before(start) {
 				start = t.Start
 			}
@@ -484,6 +508,10 @@ func (r *runner) bulk(ctx context.Context, name string, streams int) error {
 			}
 		}
 		r.res.CPU = append(r.res.CPU, CPUSample{Workload: name, Bytes: total, CPU: cpu})
+		if capped {
+			r.m.Capped++
+			fmt.Fprintf(r.c.Log, "  %s %s: transfer cut at the %v cap\n", r.t.Name, name, r.c.BulkCap)
+		}
 		r.sample(float64(total) / end.Sub(start).Seconds() / 1e6)
 	}
 	return nil

@@ -197,3 +197,46 @@ func TestGetChecksBody(t *testing.T) {
 		t.Errorf("oversized: got %v, want 404", err)
 	}
 }
+
+func TestBulkCap(t *testing.T) {
+	e := newEnv(t, 64<<10)
+	// A web server that trickles the pattern: 1 KiB every 20 ms.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	body := e.web.body[:64<<10]
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/size/"))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		for off := 0; off < n; off += 1024 {
+			if _, err := w.Write(body[off:min(off+1024, n)]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			if n > 1024 {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}))
+	c := Config{Host: services.WebHost, Port: l.Addr().(*net.TCPAddr).Port, Body: e.web.body,
+		BulkSize: 64 << 10, Reps: 1, Streams: 2, BulkCap: 300 * time.Millisecond, OpTimeout: 10 * time.Second}
+	res, err := Run(context.Background(), Target{Name: "slow", SOCKS: e.socks, UserPrefix: "class=1:"}, c, []string{Bulk1, BulkN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{Bulk1, BulkN} {
+		m := res.Measurements[w]
+		if len(m.Samples) != 1 || m.Capped != 1 || len(m.Failures) != 0 {
+			t.Fatalf("%s: samples %v capped %d failures %q; want 1 capped sample", w, m.Samples, m.Capped, m.Failures)
+		}
+		// About 50 KiB/s per stream; far below the uncapped rate.
+		if m.Samples[0] <= 0 || m.Samples[0] > 1 {
+			t.Errorf("%s: %v MB/s", w, m.Samples[0])
+		}
+	}
+	if b := res.CPU[0].Bytes; b <= 0 || b >= 64<<10 {
+		t.Errorf("capped transfer carried %d bytes, want some but not all", b)
+	}
+}

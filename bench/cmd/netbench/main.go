@@ -45,6 +45,8 @@ func run() error {
 		torBin     = flag.String("tor", "", "tor binary (default: from PATH, /usr/bin, /usr/sbin)")
 		gencert    = flag.String("tor-gencert", "", "tor-gencert binary (default: next to tor)")
 		torVoting  = flag.Duration("tor-voting", 10*time.Second, "C tor's V3AuthVotingInterval (at least 10s)")
+		torInitial = flag.Duration("tor-initial-voting", 5*time.Second, "C tor's TestingV3AuthInitialVotingInterval, until the first consensus (5s, 6s, 8s, 9s, 10s, ...)")
+		bulkCap    = flag.Duration("bulk-cap", 2*time.Minute, "cut a bulk transfer after this long and take its rate so far (0: never)")
 		chVoting   = flag.Duration("chive-voting", 0, "chive's authority voting period (0: the testnet default)")
 		chLogLevel = flag.String("chive-log-level", "", "log level of chive's programs (default: the testnet's)")
 		mdPath     = flag.String("md", "", "write the table as Markdown to this file")
@@ -105,11 +107,11 @@ func run() error {
 		Dir:       work,
 		Networks:  *networks,
 		Workloads: ws,
-		Config:    workload.Config{BulkSize: *bulkMiB << 20, Streams: *streams, Reps: *reps},
+		Config:    workload.Config{BulkSize: *bulkMiB << 20, Streams: *streams, Reps: *reps, BulkCap: *bulkCap},
 		Log:       progress,
 	}
 	o.Skip = map[string]string{}
-	tor := &harness.TorLauncher{VotingInterval: *torVoting}
+	tor := &harness.TorLauncher{VotingInterval: *torVoting, InitialVotingInterval: *torInitial}
 	chive := &harness.ChiveLauncher{VotingPeriod: *chVoting, Classes: cls, LogLevel: *chLogLevel}
 	o.Launchers = []harness.Launcher{tor, chive}
 	if *noTor {
@@ -134,7 +136,8 @@ func run() error {
 		return errors.New("nothing to run")
 	}
 	o.Settings = []report.KV{
-		{Key: "C tor voting interval", Value: torVoting.String()},
+		{Key: "C tor voting interval", Value: torVoting.String() + " (" + torInitial.String() + " until the first consensus)"},
+		{Key: "bulk transfer time cap", Value: capString(*bulkCap)},
 		{Key: "chive voting period", Value: durationOrDefault(*chVoting)},
 	}
 
@@ -165,6 +168,13 @@ func run() error {
 		return fmt.Errorf("run ended early (the table has what was measured): %w", runErr)
 	}
 	return nil
+}
+
+func capString(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return d.String()
 }
 
 func durationOrDefault(d time.Duration) string {
