@@ -43,9 +43,6 @@ var pollDeadline = time.Unix(1, 0)
 func readBatches(s *yamux.Stream, fn func(batch []byte) error) error {
 	var first [cell.CellLen]byte
 	for {
-		// About to wait: let yamux drop its receive buffer (it is empty),
-		// so an idle circuit holds none.
-		s.Shrink()
 		if _, err := io.ReadFull(s, first[:]); err != nil {
 			return err
 		}

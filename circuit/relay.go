@@ -153,7 +153,43 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		r.exit = e
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.wg.Add(1)
+	go r.sweepLoop()
 	return r, nil
+}
+
+// sweepInterval is how often idle circuits give their stream buffers back.
+const sweepInterval = 15 * time.Second
+
+// sweepLoop lets yamux drop the (empty) receive buffers of circuits that
+// moved nothing since the last sweep, so that an idle circuit holds no
+// buffer. Doing this per cell would reallocate the buffer for every frame.
+func (r *Relay) sweepLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		circs := make([]*relayCircuit, 0, len(r.circuits))
+		for c := range r.circuits {
+			circs = append(circs, c)
+		}
+		r.mu.Unlock()
+		for _, c := range circs {
+			if c.active.Swap(false) {
+				continue
+			}
+			c.inS.Shrink()
+			if out := c.out.Load(); out != nil {
+				out.s.Shrink()
+			}
+		}
+	}
 }
 
 // NumCircuits returns the circuits currently open through this relay.
@@ -262,6 +298,7 @@ type relayCircuit struct {
 
 	out       atomic.Pointer[hopWriter] // next hop, set once extended
 	extending atomic.Bool
+	active    atomic.Bool // cells moved since the last sweep
 
 	bwdMu sync.Mutex // guards backward CGO state, dead, and the order of backward writes
 	dead  bool       // set by destroy: nothing more is sent toward the client
@@ -428,6 +465,7 @@ func (c *relayCircuit) outWriter() *hopWriter { return c.out.Load() }
 // forwardBatch handles cells from the previous hop: peel our layer, keep
 // what is for us, pass the rest on.
 func (c *relayCircuit) forwardBatch(batch []byte) error {
+	c.active.Store(true)
 	w := 0 // cells kept for forwarding, compacted at the front of batch
 	var ferr error
 	for off := 0; off < len(batch); off += cell.CellLen {
@@ -740,6 +778,7 @@ func isCGNAT(a netip.Addr) bool { return cgnat.Contains(a) }
 func (c *relayCircuit) backwardLoop(s *yamux.Stream, w *hopWriter) {
 	defer c.wg.Done()
 	err := readBatches(s, func(batch []byte) error {
+		c.active.Store(true)
 		n := 0
 		var ferr error
 		for off := 0; off < len(batch); off += cell.CellLen {
