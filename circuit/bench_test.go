@@ -216,6 +216,8 @@ func idleCircuits(b *testing.B, count, hops int) (heapPer, stackPer float64) {
 		}()
 	}
 	wg.Wait()
+	// Idle means idle: let two buffer sweeps pass, as they would on a relay.
+	time.Sleep(2*sweepInterval + time.Second)
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
