@@ -509,7 +509,7 @@ func sessionConfig(backlog int) *yamux.Config {
 }
 
 func (c *Circuit) startSession() {
-	sess, err := yamux.Client(coalesce.New(c.pipe, 0), sessionConfig(256))
+	sess, err := yamux.Client(coalesce.New(c.pipe, 0, nil), sessionConfig(256))
 	if err != nil {
 		// Only a bad configuration makes yamux refuse; sessionConfig is fixed.
 		panic(fmt.Sprintf("circuit: yamux client: %v", err))

@@ -192,7 +192,8 @@ func Dial(ctx context.Context, addr string, expect layercrypt.RelayID, cfg *Conf
 	if err != nil {
 		return nil, fmt.Errorf("link: connect: %w", err)
 	}
-	tconn := tls.Client(raw, clientTLSConfig(expect, own))
+	bc := newBufConn(raw)
+	tconn := tls.Client(bc, clientTLSConfig(expect, own))
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("link: TLS handshake: %w", err)
@@ -201,7 +202,8 @@ func Dial(ctx context.Context, addr string, expect layercrypt.RelayID, cfg *Conf
 		raw.Close()
 		return nil, ErrALPN
 	}
-	co := coalesce.New(tconn, 0)
+	bc.startBuffering()
+	co := coalesce.New(tconn, 0, bc.Flush)
 	sess, err := yamux.Client(co, c.yamuxConfig())
 	if err != nil {
 		co.Close()
@@ -396,7 +398,8 @@ func (l *Listener) acceptLoop() {
 func (l *Listener) handshake(raw net.Conn) (*Link, error) {
 	deadline := time.Now().Add(l.cfg.HandshakeTimeout)
 	raw.SetDeadline(deadline)
-	tconn := tls.Server(raw, l.tls)
+	bc := newBufConn(raw)
+	tconn := tls.Server(bc, l.tls)
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
 	if err := tconn.HandshakeContext(ctx); err != nil {
@@ -417,7 +420,8 @@ func (l *Listener) handshake(raw net.Conn) (*Link, error) {
 		}
 		peer = id
 	}
-	co := coalesce.New(tconn, 0)
+	bc.startBuffering()
+	co := coalesce.New(tconn, 0, bc.Flush)
 	sess, err := yamux.Server(co, l.cfg.yamuxConfig())
 	if err != nil {
 		co.Close()

@@ -41,6 +41,7 @@ type Conn struct {
 	io.ReadWriteCloser
 
 	lastFlush atomic.Int64 // unix nanoseconds of the last completed write
+	flush     func() error // called after each batch, if set
 
 	mu     sync.Mutex // guards the following fields
 	work   sync.Cond  // signalled when buf gains flushable bytes, or on close
@@ -56,12 +57,14 @@ type Conn struct {
 }
 
 // New wraps c. max bounds the buffered bytes (DefaultMaxBuffer if <= 0).
-// If c has SetWriteDeadline, Close uses it to bound the final flush.
-func New(c io.ReadWriteCloser, max int) *Conn {
+// flush, if not nil, is called after each batch is written to c (for a c
+// that buffers underneath, such as TLS over a buffered TCP writer). If c has
+// SetWriteDeadline, Close uses it to bound the final flush.
+func New(c io.ReadWriteCloser, max int, flush func() error) *Conn {
 	if max <= 0 {
 		max = DefaultMaxBuffer
 	}
-	w := &Conn{ReadWriteCloser: c, max: max, done: make(chan struct{})}
+	w := &Conn{ReadWriteCloser: c, max: max, flush: flush, done: make(chan struct{})}
 	w.work.L = &w.mu
 	w.space.L = &w.mu
 	w.lastFlush.Store(time.Now().UnixNano())
@@ -124,6 +127,9 @@ func (w *Conn) flushLoop() {
 		w.mu.Unlock()
 
 		_, err := w.ReadWriteCloser.Write(out)
+		if err == nil && w.flush != nil {
+			err = w.flush()
+		}
 		w.lastFlush.Store(time.Now().UnixNano())
 
 		w.mu.Lock()

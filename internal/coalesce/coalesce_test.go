@@ -41,7 +41,7 @@ func header(typ byte, length uint32) []byte {
 
 func TestHeaderHeldUntilBody(t *testing.T) {
 	cc := &countingConn{}
-	w := New(cc, 0)
+	w := New(cc, 0, nil)
 	hdr := header(yamuxTypeData, 5)
 	w.Write(hdr)
 	time.Sleep(20 * time.Millisecond) // the flusher must not send a header alone
@@ -66,7 +66,7 @@ func TestHeldHeaderNeverStalls(t *testing.T) {
 	// A data header whose body never comes (yamux abandons a body on a send
 	// timeout) must not keep earlier bytes, nor later ones, from leaving.
 	cc := &countingConn{}
-	w := New(cc, 0)
+	w := New(cc, 0, nil)
 	defer w.Close()
 	w.Write([]byte("earlier frame"))
 	w.Write(header(yamuxTypeData, 9))
@@ -88,7 +88,7 @@ func TestHeldHeaderNeverStalls(t *testing.T) {
 
 func TestWindowUpdateNotHeld(t *testing.T) {
 	cc := &countingConn{}
-	w := New(cc, 0)
+	w := New(cc, 0, nil)
 	w.Write(header(1, 1000)) // window update: no body follows
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -129,7 +129,7 @@ func TestStreamIntegrity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := New(raw, 4096)
+	w := New(raw, 4096, nil)
 	var want bytes.Buffer
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 5000; i++ {
@@ -156,7 +156,7 @@ func TestStreamIntegrity(t *testing.T) {
 func TestWriteAfterFailure(t *testing.T) {
 	a, b := net.Pipe()
 	b.Close()
-	w := New(a, 0)
+	w := New(a, 0, nil)
 	defer w.Close()
 	w.Write([]byte("x"))
 	deadline := time.Now().Add(5 * time.Second)
