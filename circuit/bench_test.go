@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chive-net/chive/mix"
 )
 
 // sourceServer streams zeros to every connection until it closes; with a
@@ -98,6 +100,18 @@ func BenchmarkBulk(b *testing.B) {
 	b.Run("3hops", func(b *testing.B) {
 		n := newTestNet(b, relayOpts{})
 		c := n.build(b, 0)
+		conn, err := c.Dial(context.Background(), "127.0.0.1", src.port)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		readBulk(b, conn)
+	})
+	// The balanced class: every hop delays every cell by Exp(5 ms) (capped
+	// at 50 ms), keeping each circuit's order.
+	b.Run("3hops-class1", func(b *testing.B) {
+		n := newTestNet(b, relayOpts{classes: mix.DefaultClasses()})
+		c := n.build(b, 1)
 		conn, err := c.Dial(context.Background(), "127.0.0.1", src.port)
 		if err != nil {
 			b.Fatal(err)

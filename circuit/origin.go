@@ -485,7 +485,7 @@ func (c *Circuit) handleRelay(hop, last int, body *[cell.BodyLen]byte) error {
 }
 
 // sessionStreamWindow is the end-to-end yamux session's per-stream window.
-const sessionStreamWindow = 1 << 20
+const sessionStreamWindow = 8 << 20
 
 // sessionConfig is the end-to-end yamux session's configuration. The
 // session carries no keepalives: the circuit has its own liveness, and

@@ -76,7 +76,7 @@ const (
 	DefaultCreateBurst      = 100
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultExtendTimeout    = 15 * time.Second
-	DefaultMixQueueCells    = 256
+	DefaultMixQueueCells    = 2048
 )
 
 // Relay handles the circuits that pass through one relay.

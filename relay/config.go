@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/chive-net/chive/circuit"
 	"github.com/chive-net/chive/exitpolicy"
 	"github.com/chive-net/chive/internal/config"
 	"github.com/chive-net/chive/internal/obs"
@@ -288,7 +289,7 @@ func (c *Config) setDefaults() {
 		m.Resolution = mix.DefaultResolution
 	}
 	if m.QueueCells == 0 {
-		m.QueueCells = 256
+		m.QueueCells = circuit.DefaultMixQueueCells
 	}
 	e := &c.Exit
 	if e.Policy == nil {
@@ -500,7 +501,7 @@ func (c *Config) checkMixing() error {
 		return config.Errorf("mixing.resolution", "%v is out of range: use 0 to 1s (default %v)", m.Resolution, mix.DefaultResolution)
 	}
 	if m.QueueCells < 1 || m.QueueCells > 1<<16 {
-		return config.Errorf("mixing.queue_cells", "%d is out of range: use 1 to 65536 (default 256)", m.QueueCells)
+		return config.Errorf("mixing.queue_cells", "%d is out of range: use 1 to 65536 (default %d)", m.QueueCells, circuit.DefaultMixQueueCells)
 	}
 	if len(m.Classes)+1 > netdoc.MaxDelayClasses {
 		return config.Errorf("mixing.classes", "%d classes; a descriptor lists at most %d", len(m.Classes)+1, netdoc.MaxDelayClasses)
