@@ -592,3 +592,53 @@ func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+func TestExitLimitsAndTimeouts(t *testing.T) {
+	src := startSource(t)
+	n := newTestNet(t, relayOpts{exitTune: func(e *ExitConfig) {
+		e.MaxStreamsPerCircuit = 2
+		e.IdleTimeout = 300 * time.Millisecond
+	}})
+	c := n.build(t, 0)
+	ctx := context.Background()
+	echo := func() net.Conn {
+		t.Helper()
+		conn, err := c.Dial(ctx, "127.0.0.1", src.port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte{'e'})
+		return conn
+	}
+	a, b := echo(), echo()
+	// A third stream on the circuit is over the exit's limit.
+	if _, err := c.Dial(ctx, "127.0.0.1", src.port); !errors.Is(err, &cell.StreamError{Status: cell.StatusExitLimit}) {
+		t.Fatalf("third stream: err = %v, want exit limit", err)
+	}
+	// Traffic keeps a stream alive past the idle timeout...
+	for i := 0; i < 5; i++ {
+		time.Sleep(150 * time.Millisecond)
+		a.Write([]byte{byte(i)})
+		var one [1]byte
+		a.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(a, one[:]); err != nil || one[0] != byte(i) {
+			t.Fatalf("busy stream broke after %d echoes: %v", i, err)
+		}
+	}
+	// ...while the silent one is closed by the exit.
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(b); err != nil {
+		t.Fatalf("idle stream: %v, want a clean close (EOF)", err)
+	}
+	a.Close()
+	b.Close()
+	// With those two gone, a stream fits again.
+	waitFor(t, "the exit to free its streams", 5*time.Second, func() bool {
+		conn, err := c.Dial(ctx, "127.0.0.1", src.port)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+}

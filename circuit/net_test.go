@@ -57,6 +57,7 @@ type relayOpts struct {
 	maxCircuits   int
 	privateExtend *bool
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	exitTune      func(*ExitConfig)
 }
 
 type testRelay struct {
@@ -134,6 +135,9 @@ func startRelay(t testing.TB, o relayOpts) *testRelay {
 			t.Fatal(err)
 		}
 		cfg.Exit = &ExitConfig{Policy: pol, Resolver: testResolver, Dial: o.dial, ConnectTimeout: 5 * time.Second}
+		if o.exitTune != nil {
+			o.exitTune(cfg.Exit)
+		}
 	}
 	relay, err := NewRelay(cfg)
 	if err != nil {
