@@ -35,6 +35,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chive-net/chive/internal/fsutil"
 	"github.com/chive-net/chive/layercrypt"
 	"github.com/chive-net/chive/netdoc"
 )
@@ -473,37 +474,5 @@ func reason(b []byte) string {
 	return s
 }
 
-// writeFileAtomic writes b to path with mode 0600: a temporary file in the
-// same directory, synced, then renamed over path, so a crash leaves either
-// the old or the new contents.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
-}
+// writeFileAtomic writes b to path, mode 0600, crash-safely.
+func writeFileAtomic(path string, b []byte) error { return fsutil.WriteFileAtomic(path, b, 0o600) }

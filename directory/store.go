@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chive-net/chive/internal/fsutil"
 	"github.com/chive-net/chive/layercrypt"
 )
 
@@ -163,39 +164,8 @@ func (s *store) pruneVotes(cutoff time.Time) error {
 	return errors.Join(errs...)
 }
 
-// writeFileAtomic writes b to path with mode 0600 through a synced
-// temporary file renamed over path.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
-}
+// writeFileAtomic writes b to path, mode 0600, crash-safely.
+func writeFileAtomic(path string, b []byte) error { return fsutil.WriteFileAtomic(path, b, 0o600) }
 
 // removeFile deletes one stored file; errors are ignored (a file that
 // cannot be removed is refused again on the next load).

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chive-net/chive/internal/fsutil"
 	"github.com/chive-net/chive/layercrypt"
 	"github.com/chive-net/chive/netdoc"
 )
@@ -149,29 +150,9 @@ func (g *guardSet) save() error {
 	return nil
 }
 
-// writeFileAtomic writes b to a temporary file next to path and renames it.
+// writeFileAtomic writes b to path crash-safely.
 func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return fsutil.WriteFileAtomic(path, b, perm)
 }
 
 // eligibleGuard reports whether a consensus entry may be sampled as a guard.
