@@ -89,8 +89,9 @@ type Options struct {
 	// Timeout bounds the wait for that page (3 minutes by default).
 	Timeout time.Duration
 
-	// StopGrace is how long Close waits after SIGTERM before SIGKILL (5 s
-	// by default).
+	// StopGrace is how long Close waits after SIGTERM before SIGKILL (10 s
+	// by default: a relay that has carried a lot can take over 5 s to
+	// free its memory and exit on a busy machine).
 	StopGrace time.Duration
 
 	// Log receives progress lines; nil discards them.
@@ -294,7 +295,7 @@ func (o *Options) setDefaults() error {
 		o.Timeout = 3 * time.Minute
 	}
 	if o.StopGrace == 0 {
-		o.StopGrace = 5 * time.Second
+		o.StopGrace = 10 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = io.Discard

@@ -251,6 +251,12 @@ func runOne(ctx context.Context, l Launcher, i int, dir string, env Env, cfg wor
 	run.BootstrapSecs = n.BootstrapTime().Seconds()
 	fmt.Fprintf(o.Log, "== %s network %d up, first page after %.1f s\n", l.Kind(), i+1, run.BootstrapSecs)
 	procs := n.Procs()
+	var pids []string
+	for _, p := range procs {
+		pids = append(pids, fmt.Sprintf("%s=%d", p.Name, p.PID))
+	}
+	// For attaching a profiler (perf record -p PID) while the workloads run.
+	fmt.Fprintf(o.Log, "== %s network %d processes: %s\n", l.Kind(), i+1, strings.Join(pids, " "))
 	for ci, col := range l.Columns() {
 		t := workload.Target{Name: col.Name, SOCKS: n.SOCKSAddr(), DNS: n.DNSAddr(), UserPrefix: col.UserPrefix, Procs: procs}
 		if ci > 0 {
@@ -401,6 +407,30 @@ func buildReport(o Options, cols []column, runs []NetworkRun, cfg workload.Confi
 	for _, r := range runs {
 		if r.Error != "" {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s network %d: %s", r.Kind, r.Index, r.Error))
+		}
+	}
+	// Why attempts failed, each distinct reason once per column and
+	// workload.
+	for _, c := range cols {
+		for _, w := range workload.All {
+			seen := map[string]int{}
+			var order []string
+			for _, r := range runs {
+				for _, res := range r.Results {
+					if res.Target != c.Name || res.Measurements[w] == nil {
+						continue
+					}
+					for _, f := range res.Measurements[w].Failures {
+						if seen[f] == 0 {
+							order = append(order, f)
+						}
+						seen[f]++
+					}
+				}
+			}
+			for _, f := range order {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s %s failed %d time(s): %s", c.Name, w, seen[f], f))
+			}
 		}
 	}
 	for _, l := range o.Launchers {

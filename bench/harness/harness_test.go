@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,9 +33,20 @@ func (zoneResolver) Resolve(ctx context.Context, name string) (context.Context, 
 	return ctx, net.IPv4(127, 0, 0, 1), nil
 }
 
-type anyCreds struct{}
+// flakyCreds accepts every user except on the third use of a class 1
+// "ready" credential: one ttfb-ready sample of class 1 fails (the warm-up
+// and the first sample pass).
+type flakyCreds struct {
+	mu   sync.Mutex
+	uses map[string]int
+}
 
-func (anyCreds) Valid(user, pass string) bool { return true }
+func (f *flakyCreds) Valid(user, pass string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.uses[user]++
+	return !(strings.HasPrefix(user, "class=1:") && strings.HasSuffix(user, "-ready") && f.uses[user] == 3)
+}
 
 // fakeNet is an in-process stand-in for a network: armon/go-socks5 as the
 // client and the zone's DNS handler as its DNS front-end; its "processes"
@@ -73,7 +85,7 @@ func (l *fakeLauncher) Up(ctx context.Context, dir string, env Env) (Network, er
 	if l.ups == l.failAt {
 		return nil, io.ErrUnexpectedEOF
 	}
-	srv, err := armon.New(&armon.Config{Credentials: anyCreds{}, Resolver: zoneResolver{}, Logger: log.New(io.Discard, "", 0)})
+	srv, err := armon.New(&armon.Config{Credentials: &flakyCreds{uses: map[string]int{}}, Resolver: zoneResolver{}, Logger: log.New(io.Discard, "", 0)})
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +172,12 @@ func TestRun(t *testing.T) {
 	rep.WriteMarkdown(&md)
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "chive network 2: start: unexpected EOF") {
 		t.Errorf("the failed start is not in the notes:\n%s", md.String())
+	}
+	if !strings.Contains(strings.Join(rep.Notes, "\n"), "chive class 1 ttfb-ready failed 1 time(s): socks5: proxy rejected the username/password") {
+		t.Errorf("the failure reason is not in the notes:\n%s", strings.Join(rep.Notes, "\n"))
+	}
+	if c := rows[workload.TTFBReady].Cells[2]; c.Failures != 1 {
+		t.Errorf("class 1 ttfb-ready failures: %+v", c)
 	}
 	if _, ok := rep.Extra.([]NetworkRun); !ok {
 		t.Errorf("raw data: %T", rep.Extra)

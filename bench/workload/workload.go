@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -231,7 +232,7 @@ func (r *runner) fail(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	r.m.Failures = append(r.m.Failures, err.Error())
+	r.m.Failures = append(r.m.Failures, strings.ReplaceAll(err.Error(), "\n", "; "))
 	fmt.Fprintf(r.c.Log, "  %s %s: failed: %v\n", r.t.Name, r.m.Workload, err)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"github.com/chive-net/chive/bench/harness"
 	"github.com/chive-net/chive/bench/report"
 	"github.com/chive-net/chive/bench/workload"
+	"github.com/chive-net/chive/testnet"
 )
 
 func main() {
@@ -129,8 +131,13 @@ func run() error {
 	}
 	if *noChive {
 		o.Skip[chive.Kind()] = "not run (-no-chive)"
-	} else if err := chive.Build(ctx, filepath.Join(work, "chive-bin"), progress); err != nil {
-		return fmt.Errorf("build chive: %w", err)
+	} else {
+		if src := sourceVersion(); src != "" {
+			o.Machine = append(o.Machine, report.KV{Key: "chive source", Value: src})
+		}
+		if err := chive.Build(ctx, filepath.Join(work, "chive-bin"), progress); err != nil {
+			return fmt.Errorf("build chive: %w", err)
+		}
 	}
 	if len(o.Skip) == len(o.Launchers) {
 		return errors.New("nothing to run")
@@ -168,6 +175,20 @@ func run() error {
 		return fmt.Errorf("run ended early (the table has what was measured): %w", runErr)
 	}
 	return nil
+}
+
+// sourceVersion describes the working tree chive is built from: the
+// commit, "-dirty" if it has uncommitted changes.
+func sourceVersion() string {
+	root, err := testnet.ModuleRoot()
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return ""
+	}
+	return "git " + strings.TrimSpace(string(out)) + " (built from the working tree)"
 }
 
 func capString(d time.Duration) string {
