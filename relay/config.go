@@ -174,6 +174,9 @@ type MetricsConfig struct {
 	// Listen is where /metrics and /status are served; "" disables them.
 	// Absent: 127.0.0.1:9035.
 	Listen *string `yaml:"listen"`
+	// PProf also serves Go's profiler under /debug/pprof/ (for profiling a
+	// relay under load; off by default).
+	PProf bool `yaml:"pprof"`
 }
 
 // Defaults.

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -290,7 +291,11 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	var ms *obs.Server
 	if *cfg.Metrics.Listen != "" {
-		ms, err = obs.Serve(*cfg.Metrics.Listen, r.reg, map[string]http.Handler{"/status": http.HandlerFunc(r.serveStatus)}, r.log.Named("metrics"))
+		pages := map[string]http.Handler{"/status": http.HandlerFunc(r.serveStatus)}
+		if cfg.Metrics.PProf {
+			maps.Copy(pages, obs.PProfHandlers())
+		}
+		ms, err = obs.Serve(*cfg.Metrics.Listen, r.reg, pages, r.log.Named("metrics"))
 		if err != nil {
 			return fmt.Errorf("relay: %w (set metrics.listen to a free port, or \"\" to disable metrics)", err)
 		}

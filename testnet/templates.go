@@ -48,6 +48,7 @@ authorities:
 publish_interval: {{.Publish}}
 metrics:
   listen: 127.0.0.1:{{.Metrics}}
+  pprof: true
 log:
   level: {{.Level}}
   unsafe_logging: {{.Unsafe}}

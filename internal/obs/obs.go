@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -125,6 +126,19 @@ func Serve(addr string, reg *prometheus.Registry, extra map[string]http.Handler,
 
 // Addr returns the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// PProfHandlers returns Go's profiling endpoints under /debug/pprof/, for
+// Serve's extra handlers. They reveal nothing of users but cost CPU while a
+// profile runs: programs offer them only when their config asks.
+func PProfHandlers() map[string]http.Handler {
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
+}
 
 // Close stops the server and waits for it.
 func (s *Server) Close() error {

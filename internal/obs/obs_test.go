@@ -44,9 +44,9 @@ func TestServe(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "chive_test_total", Help: "test"})
 	reg.MustRegister(c)
 	c.Add(3)
-	s, err := Serve("127.0.0.1:0", reg, map[string]http.Handler{
-		"/status": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
-	}, zap.NewNop())
+	pages := PProfHandlers()
+	pages["/status"] = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	s, err := Serve("127.0.0.1:0", reg, pages, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,5 +65,8 @@ func TestServe(t *testing.T) {
 	}
 	if got := get("/status"); got != "ok" {
 		t.Fatalf("/status = %q", got)
+	}
+	if got := get("/debug/pprof/"); !strings.Contains(got, "goroutine") {
+		t.Fatalf("/debug/pprof/ lacks the profile list:\n%.300s", got)
 	}
 }
