@@ -423,10 +423,48 @@ func (m *circManager) avoidLocked(id layercrypt.RelayID) bool {
 	return ok && m.now().Before(until)
 }
 
+// atCapLocked reports whether circuits.max_circuits circuits are open or
+// being built (circuits already closing do not count).
+func (m *circManager) atCapLocked() bool {
+	n := len(m.pending)
+	for _, c := range m.circs {
+		if !c.closing {
+			n++
+		}
+	}
+	return n >= m.cfg.MaxCircuits
+}
+
+// evictIdleLocked closes the used circuit that has carried no stream for
+// the longest (oldest first use among those with no open stream), to make
+// room at the cap: a client that keeps asking for new isolation keys must
+// not be refused while old, idle circuits linger until max_dirtiness.
+func (m *circManager) evictIdleLocked() bool {
+	var victim *circ
+	for _, c := range m.circs {
+		if c.closing || c.active > 0 || c.dirtySince.IsZero() {
+			continue
+		}
+		if victim == nil || c.dirtySince.Before(victim.dirtySince) {
+			victim = c
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	victim.closing = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.closeCirc(victim, "evicted")
+	}()
+	return true
+}
+
 // startBuildLocked chooses a path and starts building it in the
 // background.
 func (m *circManager) startBuildLocked(key string, spec pathSpec) (*pendingBuild, error) {
-	if len(m.circs)+len(m.pending) >= m.cfg.MaxCircuits {
+	if m.atCapLocked() && !(m.evictIdleLocked() && !m.atCapLocked()) {
 		return nil, fmt.Errorf("%w (circuits.max_circuits is %d)", ErrTooManyCircuits, m.cfg.MaxCircuits)
 	}
 	cons := m.consensus()

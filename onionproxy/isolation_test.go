@@ -3,6 +3,7 @@ package onionproxy
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -237,4 +238,30 @@ func TestMaxDirtiness(t *testing.T) {
 	waitFor(t, "the retired circuit to close with its last stream", 5*time.Second, func() bool {
 		return !slices.ContainsFunc(status(t, rp).Circuits, func(c CircuitStatus) bool { return c.ID == id })
 	})
+}
+
+// TestMaxCircuitsEvictsIdle: at circuits.max_circuits, a stream with new
+// credentials closes the longest-idle used circuit instead of failing.
+func TestMaxCircuitsEvictsIdle(t *testing.T) {
+	n, rp := startNetAndProxy(t, func(c *Config) {
+		c.Circuits.MaxCircuits = 3
+		c.Circuits.Preemptive = 1
+	})
+	a := rp.Addrs()
+	port, _ := strconv.Atoi(n.port())
+	for i := 0; i < 8; i++ {
+		body, err := fetchVia(a.SOCKS[0], socksReq{user: fmt.Sprintf("user%d", i), pass: "x", host: webName, port: uint16(port)}, "/page")
+		if err != nil || !bytes.Equal(body, n.page) {
+			t.Fatalf("fetch %d with new credentials at the circuit cap: %q %v", i, body, err)
+		}
+		open := 0
+		for _, c := range status(t, rp).Circuits {
+			if c.State != "closing" {
+				open++
+			}
+		}
+		if open > 3 {
+			t.Fatalf("%d circuits open, cap 3", open)
+		}
+	}
 }
