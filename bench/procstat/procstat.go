@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -94,6 +95,12 @@ func ParseStat(b []byte) (Sample, error) {
 	s, err := strconv.ParseUint(rest[stime], 10, 64)
 	if err != nil {
 		return Sample{}, fmt.Errorf("stime field: %w", err)
+	}
+	// A time.Duration holds 292 years; more ticks than that is no real
+	// process (and would wrap negative).
+	const maxTicks = uint64(math.MaxInt64 / int64(time.Second/ClockTicks))
+	if u > maxTicks || s > maxTicks-u {
+		return Sample{}, fmt.Errorf("utime %d + stime %d ticks overflow", u, s)
 	}
 	ticks := u + s
 	return Sample{

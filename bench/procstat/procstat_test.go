@@ -27,6 +27,7 @@ func TestParseStat(t *testing.T) {
 		"x (x) R 13741 13741 9865 0 -1 4194304 98 0 0 0 250 37 0",
 		"12 (x) R 13741 13741 9865 0 -1 4194304 98 0 0 0 2x5 37 0",
 		"12 (x) R 13741 13741 9865 0 -1 4194304 98 0 0 0 25 -37 0",
+		"12 (x) R 1 1 1 0 -1 4 98 0 0 0 1000000000000000000 37 0", // overflows a Duration
 	} {
 		if _, err := ParseStat([]byte(bad)); err == nil {
 			t.Errorf("ParseStat(%q): no error", bad)
@@ -115,4 +116,38 @@ func TestReadNoProc(t *testing.T) {
 	if _, err := Read(1); err != ErrNoProc {
 		t.Errorf("got %v, want ErrNoProc", err)
 	}
+}
+
+// FuzzParseStat: any input either fails or gives a sample whose CPU time
+// is the sum of the two tick fields it found, never negative.
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("13744 (cat) R 13741 13741 9865 0 -1 4194304 98 0 0 0 250 37 0 0 20 0 1 0 381801 3133440 382 18446744073709551615 0 0 0\n"))
+	f.Add([]byte("1 (a) b) S 0 0 0 0 0 0 0 0 0 0 1 2 3 4\n"))
+	f.Add([]byte("2 ((x)) S 0 0 0 0 0 0 0 0 0 0 18446744073709551615 1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseStat(b)
+		if err != nil {
+			return
+		}
+		if s.CPU < 0 {
+			t.Errorf("negative CPU %v from %q", s.CPU, b)
+		}
+	})
+}
+
+// FuzzParseStatus: any input either fails or gives sizes in whole KiB that
+// are not negative.
+func FuzzParseStatus(f *testing.F) {
+	f.Add([]byte("Name:\ttor\nVmHWM:\t    2020 kB\nVmRSS:\t    1900 kB\n"))
+	f.Add([]byte("VmRSS: 1 kB\nVmHWM: 2 kB\nVmRSS: 3 kB"))
+	f.Add([]byte("VmHWM:\t-5 kB\nVmRSS:\t1 kB\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rss, hwm, err := ParseStatus(b)
+		if err != nil {
+			return
+		}
+		if rss%1024 != 0 || hwm%1024 != 0 {
+			t.Errorf("sizes %d %d are not whole KiB", rss, hwm)
+		}
+	})
 }

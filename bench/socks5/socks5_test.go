@@ -233,3 +233,34 @@ func TestBadReply(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadReply: a reply either fails or was a complete success reply: a
+// version 5, code 0 header and a bound address of its type's length.
+func FuzzReadReply(f *testing.F) {
+	f.Add([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0x23, 0x5a})
+	f.Add(append(append([]byte{5, 0, 0, 3, 3}, "a.b"...), 0, 1))
+	f.Add([]byte{5, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0xbb})
+	f.Add([]byte{5, 5, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := bytes.NewReader(b)
+		err := readReply(r)
+		var re *ReplyError
+		if errors.As(err, &re) {
+			if len(b) < 4 || b[0] != 5 || Reply(b[1]) != re.Reply || re.Reply == Succeeded {
+				t.Errorf("ReplyError %v from % x", re.Reply, b)
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		consumed := len(b) - r.Len()
+		want := map[byte]int{1: 4 + 4 + 2, 4: 4 + 16 + 2}[b[3]]
+		if b[3] == 3 {
+			want = 4 + 1 + int(b[4]) + 2
+		}
+		if b[0] != 5 || b[1] != 0 || consumed != want {
+			t.Errorf("accepted % x, consuming %d bytes (want %d)", b, consumed, want)
+		}
+	})
+}
