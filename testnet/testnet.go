@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,7 +37,7 @@ type Options struct {
 	// Authorities (default 3), Relays (non-exit relays, default 3) and
 	// Exits (default 2).
 	Authorities, Relays, Exits int
-	// VotingPeriod is the authorities' voting period (default 4s).
+	// VotingPeriod is the authorities' voting period (default 3s).
 	VotingPeriod time.Duration
 	// Bins are prebuilt binaries by program name ("directory",
 	// "relaynode", "onionproxy"); nil builds them into Dir/bin.
@@ -72,7 +73,7 @@ func (o *Options) defaults() {
 		o.Exits = 2
 	}
 	if o.VotingPeriod == 0 {
-		o.VotingPeriod = 4 * time.Second
+		o.VotingPeriod = 3 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -118,8 +119,9 @@ type Network struct {
 	bins     map[string]string
 	services *services.Servers
 
-	mu    sync.Mutex // guards procs
+	mu    sync.Mutex // guards procs and ports
 	procs []*Process
+	ports map[int]bool // ports handed out to this network's nodes
 
 	closeOnce sync.Once
 }
@@ -135,10 +137,13 @@ func Up(ctx context.Context, o Options) (n *Network, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	n = &Network{Dir: o.Dir, opts: o}
+	// n is a named result: "return nil, err" clears it before deferred
+	// functions run, so the cleanup keeps its own reference.
+	nw := &Network{Dir: o.Dir, opts: o}
+	n = nw
 	defer func() {
 		if err != nil {
-			n.Close()
+			nw.Close()
 			n = nil
 		}
 	}()
@@ -187,17 +192,48 @@ func (n *Network) logf(format string, args ...any) {
 	fmt.Fprintf(n.opts.Log, "testnet: "+format+"\n", args...)
 }
 
-// freePort asks the kernel for an unused TCP port on 127.0.0.1.
-func freePort() (int, error) { return freePortOn(netip.MustParseAddr("127.0.0.1")) }
+// freePort picks an unused TCP port on 127.0.0.1 for this network.
+func (n *Network) freePort() (int, error) { return n.freePortOn(netip.MustParseAddr("127.0.0.1")) }
 
-// freePortOn asks the kernel for an unused TCP port on addr.
-func freePortOn(addr netip.Addr) (int, error) {
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-	if err != nil {
-		return 0, err
+// freePortOn picks an unused TCP port on addr, never one it already handed
+// out for this network: the kernel may offer a port again once its probe
+// listener is closed, and two nodes on one port would make one of them fail.
+func (n *Network) freePortOn(addr netip.Addr) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ports == nil {
+		n.ports = map[int]bool{}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	for range 100 {
+		p, err := probePort(addr)
+		if err != nil {
+			return 0, err
+		}
+		if !n.ports[p] {
+			n.ports[p] = true
+			return p, nil
+		}
+	}
+	return 0, errors.New("testnet: no fresh free port after 100 tries")
+}
+
+// probePort asks the kernel for an unused TCP port on addr.
+// It draws from 20000-32767, below Linux's ephemeral range (32768-60999),
+// so that no outgoing connection can take the port between this probe and
+// the node binding it.
+func probePort(addr netip.Addr) (int, error) {
+	var lastErr error
+	for range 50 {
+		port := 20000 + mrand.IntN(32768-20000)
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, uint16(port)).String())
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		ln.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("testnet: no free port on %v in 20000-32767: %w", addr, lastErr)
 }
 
 func (n *Network) add(p *Process) {
@@ -243,7 +279,7 @@ func (n *Network) startAuthorities(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		port, err := freePortOn(o.HostAddr)
+		port, err := n.freePortOn(o.HostAddr)
 		if err != nil {
 			return err
 		}
@@ -251,7 +287,7 @@ func (n *Network) startAuthorities(ctx context.Context) error {
 			Addr: netip.AddrPortFrom(o.HostAddr, uint16(port))})
 	}
 	for _, a := range n.Authorities {
-		metrics, err := freePort()
+		metrics, err := n.freePort()
 		if err != nil {
 			return err
 		}
@@ -286,11 +322,11 @@ func (n *Network) startRelays(ctx context.Context) error {
 			name = fmt.Sprintf("exit%d", i-o.Relays)
 			role = RoleExit
 		}
-		port, err := freePortOn(o.HostAddr)
+		port, err := n.freePortOn(o.HostAddr)
 		if err != nil {
 			return err
 		}
-		metrics, err := freePort()
+		metrics, err := n.freePort()
 		if err != nil {
 			return err
 		}
@@ -400,9 +436,9 @@ func (n *Network) startClient(ctx context.Context) error {
 		}
 		if len(o.ClientWrap) > 0 {
 			// The proxy binds inside another namespace: any port will do.
-			return freePort()
+			return n.freePort()
 		}
-		return freePortOn(o.ClientAddr)
+		return n.freePortOn(o.ClientAddr)
 	}
 	socks, err := pick(o.SOCKSPort)
 	if err != nil {
@@ -416,7 +452,7 @@ func (n *Network) startClient(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	control, err := freePort()
+	control, err := n.freePort()
 	if err != nil {
 		return err
 	}

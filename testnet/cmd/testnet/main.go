@@ -76,7 +76,7 @@ func up(args []string) error {
 	relays := fs.Int("relays", 3, "non-exit relays")
 	exits := fs.Int("exits", 2, "exit relays")
 	auths := fs.Int("authorities", 3, "directory authorities (3 or 5)")
-	period := fs.Duration("period", 4*time.Second, "authorities' voting period")
+	period := fs.Duration("period", 3*time.Second, "authorities' voting period")
 	ports := fs.String("ports", "9050,9080,9053", "onion proxy SOCKS5,HTTP CONNECT,DNS ports; each busy one is replaced by a free one")
 	level := fs.String("log-level", "info", "log level of every program")
 	if err := fs.Parse(args); err != nil {
