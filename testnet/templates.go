@@ -31,6 +31,12 @@ address: {{.Host}}:{{.Port}}
 testnet: true
 bandwidth:
   advertised: 100MiB
+limits:
+  # One client on 127.0.0.1 builds every circuit of a test network (and a
+  # benchmark builds thousands): the per-address CREATE2 rate is for the
+  # real world.
+  create_rate: 10000
+  create_burst: 10000
 {{- if .Exit}}
 exit:
   enabled: true
