@@ -39,7 +39,20 @@ type ResolverConfig struct {
 	// ResolvConf is the file whose nameservers are used when Upstreams is
 	// empty (DefaultResolvConf).
 	ResolvConf string
+	// LookupCache bounds the answers LookupHost keeps, within their TTLs
+	// (DefaultLookupCache; negative: no cache). An exit resolves the same
+	// names for many streams, as Tor exits do with their DNS cache.
+	LookupCache int
+	// Now is the clock (time.Now if nil; tests set it).
+	Now func() time.Time
 }
+
+// DefaultLookupCache is LookupHost's default cache size, in answers.
+const DefaultLookupCache = 4096
+
+// lookupCacheKey is the one "isolation key" of the exit's lookup cache: its
+// answers serve every stream, as an exit's resolver does.
+const lookupCacheKey = "exit"
 
 // Resolver is the exit's side: it answers raw queries, and resolves names
 // for CONNECT requests, with its upstream resolvers only: UDP first, TCP
@@ -48,6 +61,8 @@ type Resolver struct {
 	upstreams []string
 	timeout   time.Duration
 	log       *zap.Logger
+	cache     *answerCache // LookupHost's answers; nil when off
+	now       func() time.Time
 }
 
 // NewResolver checks cfg and returns a Resolver. With no Upstreams it reads
@@ -65,7 +80,16 @@ func NewResolver(cfg ResolverConfig) (*Resolver, error) {
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = DefaultResolvConf
 	}
-	r := &Resolver{timeout: cfg.Timeout, log: cfg.Log.Named("resolver")}
+	r := &Resolver{timeout: cfg.Timeout, log: cfg.Log.Named("resolver"), now: cfg.Now}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if cfg.LookupCache == 0 {
+		cfg.LookupCache = DefaultLookupCache
+	}
+	if cfg.LookupCache > 0 {
+		r.cache = newAnswerCache(cfg.LookupCache, 1, maxCacheBytes)
+	}
 	if len(cfg.Upstreams) == 0 {
 		cc, err := dns.ClientConfigFromFile(cfg.ResolvConf)
 		if err != nil {
@@ -221,6 +245,20 @@ func (r *Resolver) exchangeNet(ctx context.Context, network string, q *dns.Msg, 
 	return a, nil
 }
 
+// lookupQuery is query through LookupHost's cache.
+func (r *Resolver) lookupQuery(ctx context.Context, k queryKey) (*dns.Msg, error) {
+	if r.cache != nil {
+		if m, _, ok := r.cache.get(lookupCacheKey, k, r.now()); ok {
+			return m, nil
+		}
+	}
+	m, err := r.query(ctx, k)
+	if err == nil && r.cache != nil {
+		r.cache.put(lookupCacheKey, k, m, m.Len(), cacheTTL(m), r.now())
+	}
+	return m, err
+}
+
 // LookupHost resolves host to its addresses with the upstreams (A and AAAA,
 // asked at once), never with the system's resolver. An IP literal is
 // returned as is. A name that does not exist, or has no addresses, gives
@@ -244,7 +282,7 @@ func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, e
 	)
 	for i, t := range qtypes {
 		wg.Go(func() {
-			msgs[i], errs[i] = r.query(ctx, queryKey{name: name, qtype: t, qclass: dns.ClassINET})
+			msgs[i], errs[i] = r.lookupQuery(ctx, queryKey{name: name, qtype: t, qclass: dns.ClassINET})
 		})
 	}
 	wg.Wait()

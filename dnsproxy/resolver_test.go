@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -372,5 +373,60 @@ func TestNoSystemResolver(t *testing.T) {
 	}
 	if got := n.exch.calls.Load(); got != 4 {
 		t.Errorf("exchanger calls: %d, want 4 (one per distinct query)", got)
+	}
+}
+
+func TestResolverLookupCache(t *testing.T) {
+	a := newAuthority(t)
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	r, err := NewResolver(ResolverConfig{Upstreams: []string{a.addr}, Timeout: 2 * time.Second, Now: clock, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lookup := func(host string) ([]netip.Addr, error) {
+		t.Helper()
+		return r.LookupHost(ctx, host)
+	}
+	if _, err := lookup("www.chive.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup("www.chive.test"); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count("www.chive.test.", dns.TypeA, ""); n != 1 {
+		t.Fatalf("upstream asked %d times for A within the TTL, want 1 (cached)", n)
+	}
+	advance(301 * time.Second) // past the records' 300 s TTL
+	if _, err := lookup("www.chive.test"); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count("www.chive.test.", dns.TypeA, ""); n != 2 {
+		t.Fatalf("upstream asked %d times after the TTL, want 2", n)
+	}
+	// NXDOMAIN is cached for the SOA minimum (30 s), not longer.
+	for i := 0; i < 2; i++ {
+		if _, err := lookup("nope.chive.test"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("nope.chive.test: %v", err)
+		}
+	}
+	if n := a.count("nope.chive.test.", dns.TypeA, ""); n != 1 {
+		t.Fatalf("NXDOMAIN asked %d times, want 1", n)
+	}
+	advance(31 * time.Second)
+	lookup("nope.chive.test")
+	if n := a.count("nope.chive.test.", dns.TypeA, ""); n != 2 {
+		t.Fatalf("NXDOMAIN asked %d times after the SOA minimum, want 2", n)
+	}
+	// With the cache off, every lookup asks.
+	off, _ := NewResolver(ResolverConfig{Upstreams: []string{a.addr}, LookupCache: -1})
+	before := a.count("www.chive.test.", dns.TypeA, "")
+	off.LookupHost(ctx, "www.chive.test")
+	off.LookupHost(ctx, "www.chive.test")
+	if n := a.count("www.chive.test.", dns.TypeA, "") - before; n != 2 {
+		t.Fatalf("uncached resolver asked %d times, want 2", n)
 	}
 }
