@@ -52,6 +52,15 @@ type cacheEntry struct {
 	size    int
 }
 
+// clear drops every entry of every key.
+func (c *answerCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keys.Init()
+	clear(c.byKey)
+	c.bytes = 0
+}
+
 func newAnswerCache(perKey, maxKeys, maxBytes int) *answerCache {
 	return &answerCache{
 		perKey:   perKey,

@@ -311,6 +311,15 @@ func listenPair(addr string) (*net.UDPConn, net.Listener, error) {
 	return nil, nil, fmt.Errorf("listen: no port free for both udp and tcp after %d attempts", attempts)
 }
 
+// FlushCache forgets every cached answer, of every isolation key. A client
+// taking a new identity calls it: answers fetched under the old identity
+// must not be served, and replayed as cache hits, under the new one.
+func (s *Server) FlushCache() {
+	if s.cache != nil {
+		s.cache.clear()
+	}
+}
+
 // Addr returns the bound IP:port (after Start), the same for UDP and TCP.
 func (s *Server) Addr() string {
 	s.mu.Lock()

@@ -343,6 +343,17 @@ func TestServerCache(t *testing.T) {
 	if isos[0] != want1 || isos[3] != want2 {
 		t.Errorf("isolation keys: got %q, want %q then %q", isos, want1, want2)
 	}
+
+	// A new identity empties the cache: the same question goes out again.
+	n.server.FlushCache()
+	dig(t, addr, "www.chive.test", "A")
+	if c := n.exch.calls.Load(); c != 5 {
+		t.Errorf("exchanger calls after FlushCache: got %d, want 5", c)
+	}
+	dig(t, addr, "www.chive.test", "A")
+	if c := n.exch.calls.Load(); c != 5 {
+		t.Errorf("exchanger calls after FlushCache and a repeat: got %d, want 5 (cached again)", c)
+	}
 }
 
 func TestServerCacheSeparateListeners(t *testing.T) {

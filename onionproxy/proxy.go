@@ -623,7 +623,10 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 // circuits still carrying streams close when their streams end.
 func (p *Proxy) NewIdentity() {
 	p.circs.newIdentity()
-	p.log.Info("new identity: new streams will use new circuits")
+	if p.dns != nil {
+		p.dns.FlushCache()
+	}
+	p.log.Info("new identity: new streams will use new circuits; the DNS cache is emptied")
 }
 
 // Bootstrapped is closed when bootstrap reaches 100%.
