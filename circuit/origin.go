@@ -104,8 +104,9 @@ type Circuit struct {
 	sessMu sync.Mutex     // guards sess
 	sess   *yamux.Session // the end-to-end session, once built
 
-	created time.Time
-	used    atomic.Int64 // unix nanoseconds of the first stream, 0 if none
+	created  time.Time
+	used     atomic.Int64 // unix nanoseconds of the first stream, 0 if none
+	lastSent atomic.Int64 // unix nanoseconds of the last cell sent
 	streams atomic.Int64 // streams opened
 
 	closeOnce sync.Once
@@ -372,10 +373,20 @@ func (c *Circuit) sendCells(hop int, cells []byte) error {
 		go c.destroy(cell.DestroyChannelClosed, true)
 		return fmt.Errorf("circuit: write to guard: %w", err)
 	}
+	c.lastSent.Store(time.Now().UnixNano())
 	if c.m != nil {
 		c.m.cellsOut.Add(float64(len(cells) / cell.CellLen))
 	}
 	return nil
+}
+
+// LastSent returns when the client last sent a cell on the circuit (its
+// build time if none since).
+func (c *Circuit) LastSent() time.Time {
+	if n := c.lastSent.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return c.created
 }
 
 // sendData is the pipe's send: p as DATA cells to the last hop.

@@ -46,11 +46,12 @@ type circ struct {
 	gen   uint64 // identity generation it was built in
 
 	// The following are guarded by circManager.mu.
-	key        string    // isolation key; "" while clean
-	group      int       // status-page number of key (0 while clean)
-	dirtySince time.Time // first stream; zero while unused
-	active     int       // open streams
-	retired    string    // why it takes no new streams; "" if it does
+	key        string        // isolation key; "" while clean
+	group      int           // status-page number of key (0 while clean)
+	dirtySince time.Time     // first stream; zero while unused
+	active     int           // open streams
+	padAfter   time.Duration // idle time after which a DROP is sent
+	retired    string        // why it takes no new streams; "" if it does
 	closing    bool
 }
 
@@ -207,6 +208,21 @@ func (m *circManager) maintain() {
 			reasons = append(reasons, reason)
 		}
 	}
+	var toPad []*circ
+	if m.cfg.PaddingMax > 0 {
+		for _, c := range m.circs {
+			if c.closing || c.c.Err() != nil {
+				continue
+			}
+			if c.padAfter == 0 {
+				c.padAfter = m.paddingDelayLocked()
+			}
+			if now.Sub(c.c.LastSent()) >= c.padAfter {
+				toPad = append(toPad, c)
+				c.padAfter = m.paddingDelayLocked()
+			}
+		}
+	}
 	for id, until := range m.relayFail {
 		if now.After(until) {
 			delete(m.relayFail, id)
@@ -239,6 +255,18 @@ func (m *circManager) maintain() {
 	for i, c := range toClose {
 		m.closeCirc(c, reasons[i])
 	}
+	for _, c := range toPad {
+		// Long-range padding to the last hop: it crosses every relay of the
+		// circuit, which cannot tell it from data, and the exit drops it.
+		if err := c.c.SendDrop(len(c.path) - 1); err == nil {
+			m.m.dropCells.Inc()
+		}
+	}
+}
+
+// paddingDelayLocked draws the idle time before a circuit's next DROP.
+func (m *circManager) paddingDelayLocked() time.Duration {
+	return m.sel.durationIn(m.cfg.PaddingMin, m.cfg.PaddingMax)
 }
 
 func (m *circManager) closeCirc(c *circ, reason string) {

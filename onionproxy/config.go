@@ -27,6 +27,8 @@ const (
 	DefaultStreamTimeout    = 10 * time.Second
 	DefaultStreamRetries    = 2
 	DefaultMaxCircuits      = 64
+	DefaultPaddingMin       = 1500 * time.Millisecond
+	DefaultPaddingMax       = 9500 * time.Millisecond
 	DefaultCleanMaxAge      = time.Hour
 	DefaultSampleSize       = 20
 	DefaultPrimaryGuards    = 3
@@ -138,6 +140,13 @@ type CircuitsConfig struct {
 	// RelayRetry: a relay that failed an extend is avoided for this long
 	// when another choice exists (default 5m).
 	RelayRetry time.Duration `yaml:"relay_retry"`
+	// PaddingMin and PaddingMax: a circuit on which the client has sent
+	// nothing for a random time drawn uniformly from this range gets a
+	// DROP cell (long-range padding) to its last hop, so that an idle
+	// circuit does not look idle along its whole length (defaults 1.5s and
+	// 9.5s, Tor's padding interval; padding_max negative: no DROP padding).
+	PaddingMin time.Duration `yaml:"padding_min"`
+	PaddingMax time.Duration `yaml:"padding_max"`
 }
 
 // GuardsConfig tunes entry guards (Tor's guard-spec in miniature).
@@ -212,6 +221,8 @@ func (c *Config) setDefaults() {
 	setInt(&cc.MaxCircuits, DefaultMaxCircuits)
 	setDur(&cc.CleanMaxAge, DefaultCleanMaxAge)
 	setDur(&cc.RelayRetry, DefaultRelayRetry)
+	setDur(&cc.PaddingMin, DefaultPaddingMin)
+	setDur(&cc.PaddingMax, DefaultPaddingMax)
 	g := &c.Guards
 	setInt(&g.SampleSize, DefaultSampleSize)
 	setInt(&g.Primary, DefaultPrimaryGuards)
@@ -296,6 +307,10 @@ func (c *Config) validate() error {
 		return config.Errorf("circuits.relay_retry", "must be positive, e.g. 5m")
 	case cc.Preemptive > cc.MaxCircuits:
 		return config.Errorf("circuits.preemptive", "%d is more than circuits.max_circuits (%d)", cc.Preemptive, cc.MaxCircuits)
+	case cc.PaddingMin < 0:
+		return config.Errorf("circuits.padding_min", "must be positive, e.g. 1.5s")
+	case cc.PaddingMax > 0 && cc.PaddingMax < cc.PaddingMin:
+		return config.Errorf("circuits.padding_max", "%v is below circuits.padding_min (%v); or make it negative to turn DROP padding off", cc.PaddingMax, cc.PaddingMin)
 	}
 	g := c.Guards
 	switch {

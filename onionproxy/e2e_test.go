@@ -358,3 +358,37 @@ func TestConsensusDoesNotVerify(t *testing.T) {
 	n.publish(t)
 	rp.waitBootstrapped(t)
 }
+
+// TestDropPadding: idle circuits get DROP cells to their last hop at random
+// intervals, and relays accept them (the circuits stay up and usable).
+func TestDropPadding(t *testing.T) {
+	n, rp := startNetAndProxy(t, func(c *Config) {
+		c.Circuits.PaddingMin = 50 * time.Millisecond
+		c.Circuits.PaddingMax = 100 * time.Millisecond
+	})
+	metric := func() float64 {
+		resp, err := ctlClient.Get("http://" + rp.Addrs().Control + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "chive_onionproxy_drop_cells_sent_total "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return 0
+	}
+	waitFor(t, "DROP cells on idle circuits", 10*time.Second, func() bool { return metric() >= 4 })
+	for _, c := range status(t, rp).Circuits {
+		if c.State == "closing" {
+			t.Fatalf("a padded circuit is closing: %+v", c)
+		}
+	}
+	port, _ := strconv.Atoi(n.port())
+	if body, err := fetchVia(rp.Addrs().SOCKS[0], socksReq{host: webName, port: uint16(port)}, "/page"); err != nil || !bytes.Equal(body, n.page) {
+		t.Fatalf("fetch over padded circuits: %q %v", body, err)
+	}
+}

@@ -24,6 +24,7 @@ type metrics struct {
 	bytes          *prometheus.CounterVec // by direction
 	rejected       *prometheus.CounterVec // client connections refused, by front-end and reason
 	guardsUsable   prometheus.Gauge
+	dropCells      prometheus.Counter
 
 	circuit *circuit.Metrics
 	dns     *dnsproxy.Metrics
@@ -49,11 +50,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "connections_rejected_total", Help: "Client connections refused or dropped before a stream, by front-end and reason."}, []string{"frontend", "reason"}),
 		guardsUsable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace,
 			Name: "guards_sampled", Help: "Entry guards in the sample that the consensus lists."}),
+		dropCells: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace,
+			Name: "drop_cells_sent_total", Help: "DROP cells (long-range padding) sent on idle circuits."}),
 		circuit: circuit.NewMetrics(reg, Namespace),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.bootstrap, m.circuitsOpen, m.circuitsClosed, m.buildFailures,
-			m.streams, m.streamRetries, m.bytes, m.rejected, m.guardsUsable} {
+			m.streams, m.streamRetries, m.bytes, m.rejected, m.guardsUsable, m.dropCells} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/chive-net/chive/circuit"
 	"github.com/chive-net/chive/layercrypt"
@@ -117,6 +118,16 @@ func newSelector() *selector {
 		panic(fmt.Sprintf("onionproxy: crypto/rand: %v", err))
 	}
 	return &selector{rnd: rand.New(rand.NewChaCha8(seed))}
+}
+
+// durationIn draws uniformly from [lo, hi].
+func (s *selector) durationIn(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return lo + time.Duration(s.rnd.Int64N(int64(hi-lo)+1))
 }
 
 // pickWeighted returns one of cands chosen with probability proportional
