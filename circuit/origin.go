@@ -107,7 +107,7 @@ type Circuit struct {
 	created  time.Time
 	used     atomic.Int64 // unix nanoseconds of the first stream, 0 if none
 	lastSent atomic.Int64 // unix nanoseconds of the last cell sent
-	streams atomic.Int64 // streams opened
+	streams  atomic.Int64 // streams opened
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when torn down
