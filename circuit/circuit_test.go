@@ -642,3 +642,41 @@ func TestExitLimitsAndTimeouts(t *testing.T) {
 		return true
 	})
 }
+
+// TestMixBudget: past the relay's mix cell budget the circuit holding the
+// most cells is destroyed with RESOURCELIMIT; a light circuit survives.
+func TestMixBudget(t *testing.T) {
+	src := startSource(t)
+	classes := map[mix.Class]mix.ClassSpec{1: {Mean: 200 * time.Millisecond}}
+	n := newTestNet(t, relayOpts{classes: classes, maxMixCells: 300})
+	light := n.build(t, 1)
+	heavy := n.build(t, 1)
+	conn, err := heavy.Dial(context.Background(), "127.0.0.1", src.port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte{'s'}) // the source streams until the circuit dies
+	go io.Copy(io.Discard, conn)
+	waitFor(t, "the heavy circuit to be destroyed", 20*time.Second, func() bool { return heavy.Err() != nil })
+	var de *DestroyedError
+	if !errors.As(heavy.Err(), &de) || de.Reason != cell.DestroyResourceLimit {
+		t.Fatalf("heavy circuit: %v, want DESTROY RESOURCELIMIT", heavy.Err())
+	}
+	if light.Err() != nil {
+		t.Fatalf("the light circuit died too: %v", light.Err())
+	}
+	killed := 0.0
+	for _, r := range n.relays {
+		killed += counterValue(r.metrics.circuitsKilledOOM)
+	}
+	if killed < 1 {
+		t.Fatal("no relay counted a budget kill")
+	}
+	// The light circuit still carries traffic.
+	lc, err := light.Dial(context.Background(), "127.0.0.1", src.port)
+	if err != nil {
+		t.Fatalf("light circuit after the kill: %v", err)
+	}
+	lc.Close()
+}

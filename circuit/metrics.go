@@ -19,6 +19,7 @@ type Metrics struct {
 	cellsForwarded       *prometheus.CounterVec
 	dropCells            prometheus.Counter
 	exitStreams          *prometheus.CounterVec
+	circuitsKilledOOM    prometheus.Counter
 
 	// Client side.
 	clientCircuits prometheus.Gauge
@@ -50,6 +51,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 			Name: "drop_cells_total", Help: "DROP (long-range padding) cells received for this hop."}),
 		exitStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "exit_streams_total", Help: "Exit stream requests, by kind and status."}, []string{"kind", "status"}),
+		circuitsKilledOOM: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "circuits_killed_mix_budget_total", Help: "Circuits destroyed because the relay's mix held more cells than its budget."}),
 		clientCircuits: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "client_circuits_open", Help: "Client circuits currently built."}),
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
@@ -64,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.relayCircuits, m.relayCircuitsCreated, m.circuitsRefused, m.circuitsDestroyed,
-			m.handshakeFailures, m.extendFailures, m.cellsForwarded, m.dropCells, m.exitStreams,
+			m.handshakeFailures, m.extendFailures, m.cellsForwarded, m.dropCells, m.exitStreams, m.circuitsKilledOOM,
 			m.clientCircuits, m.builds, m.buildSeconds, m.cellsOut, m.cellsIn)
 	}
 	return m

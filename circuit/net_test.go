@@ -58,6 +58,7 @@ type relayOpts struct {
 	privateExtend *bool
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	exitTune      func(*ExitConfig)
+	maxMixCells   int
 }
 
 type testRelay struct {
@@ -117,6 +118,7 @@ func startRelay(t testing.TB, o relayOpts) *testRelay {
 		Classes:            o.classes,
 		AllowPrivateExtend: true,
 		MaxCircuits:        o.maxCircuits,
+		MaxMixCells:        o.maxMixCells,
 		CreateRate:         1e6,
 		CreateBurst:        1e6,
 		Log:                zaptest.NewLogger(t).Named("relay"),
@@ -207,8 +209,9 @@ type testNet struct {
 func newTestNet(t testing.TB, exitOpts relayOpts) *testNet {
 	t.Helper()
 	exitOpts.exit = true
+	mid := relayOpts{classes: exitOpts.classes, maxMixCells: exitOpts.maxMixCells}
 	n := &testNet{
-		relays: []*testRelay{startRelay(t, relayOpts{classes: exitOpts.classes}), startRelay(t, relayOpts{classes: exitOpts.classes}), startRelay(t, exitOpts)},
+		relays: []*testRelay{startRelay(t, mid), startRelay(t, mid), startRelay(t, exitOpts)},
 		client: link.NewManager(&link.Config{}),
 	}
 	t.Cleanup(n.client.Close)

@@ -39,6 +39,11 @@ type RelayConfig struct {
 	// MixQueueCells bounds the cells one circuit-direction may hold in the
 	// mix before its reader waits (backpressure, never loss).
 	MixQueueCells int
+	// MaxMixCells bounds the cells the whole relay holds in its mix. Past
+	// it, the circuit holding the most is destroyed with RESOURCELIMIT (as
+	// Tor's out-of-memory handler does), so many slow circuits cannot
+	// exhaust the relay's memory one queue at a time.
+	MaxMixCells int
 	// Exit, when set, makes this relay an exit.
 	Exit *ExitConfig
 	// AllowPrivateExtend lets EXTEND2 reach private and loopback addresses
@@ -77,6 +82,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultExtendTimeout    = 15 * time.Second
 	DefaultMixQueueCells    = 2048
+	DefaultMaxMixCells      = 256 << 10 // 128 MiB of cells
 )
 
 // Relay handles the circuits that pass through one relay.
@@ -121,6 +127,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	if cfg.MixQueueCells <= 0 {
 		cfg.MixQueueCells = DefaultMixQueueCells
+	}
+	if cfg.MaxMixCells <= 0 {
+		cfg.MaxMixCells = DefaultMaxMixCells
 	}
 	for class, spec := range cfg.Classes {
 		if class != 0 && cfg.Mix == nil {
@@ -299,6 +308,7 @@ type relayCircuit struct {
 	out       atomic.Pointer[hopWriter] // next hop, set once extended
 	extending atomic.Bool
 	active    atomic.Bool // cells moved since the last sweep
+	oomKilled atomic.Bool // chosen by relieveMix; being destroyed
 
 	bwdMu sync.Mutex // guards backward CGO state, dead, and the order of backward writes
 	dead  bool       // set by destroy: nothing more is sent toward the client
@@ -551,7 +561,42 @@ func (c *relayCircuit) pushMix(q *mix.Queue[*cell.Cell], cells []byte) error {
 			return &destroyErr{reason: cell.DestroyDestroyed, detail: "mix queue: " + err.Error()}
 		}
 	}
+	if c.r.cfg.Mix.Pooled() > c.r.cfg.MaxMixCells {
+		c.r.relieveMix()
+	}
 	return nil
+}
+
+// relieveMix destroys the circuit holding the most cells in the mix when
+// the relay holds more than MaxMixCells. The destroy runs in its own
+// goroutine: the caller may hold that very circuit's locks. Later pushes
+// check again, so the relay sheds circuits until it is under budget.
+func (r *Relay) relieveMix() {
+	var worst *relayCircuit
+	most := 0
+	r.mu.Lock()
+	for c := range r.circuits {
+		if c.fwdQ == nil || c.oomKilled.Load() {
+			continue
+		}
+		if n := c.fwdQ.Len() + c.bwdQ.Len(); n > most {
+			worst, most = c, n
+		}
+	}
+	r.mu.Unlock()
+	if worst == nil || !worst.oomKilled.CompareAndSwap(false, true) {
+		return
+	}
+	r.log.Info("mix over its cell budget: destroying the circuit holding the most",
+		zap.Uint64("circ", worst.seq), zap.Int("cells", most), zap.Int("budget", r.cfg.MaxMixCells))
+	if r.m != nil {
+		r.m.circuitsKilledOOM.Inc()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		worst.destroy(cell.DestroyResourceLimit, sideNone)
+	}()
 }
 
 // mixWriter writes cells as the scheduler releases them.

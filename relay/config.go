@@ -116,6 +116,9 @@ type MixingConfig struct {
 	Resolution time.Duration `yaml:"resolution"`
 	// QueueCells bounds the cells one circuit-direction holds in the mix.
 	QueueCells int `yaml:"queue_cells"`
+	// MaxCells bounds the cells the whole relay holds in its mix; past it
+	// the circuit holding the most is destroyed (RESOURCELIMIT).
+	MaxCells int `yaml:"max_cells"`
 }
 
 // ClassConfig is one served delay class.
@@ -293,6 +296,9 @@ func (c *Config) setDefaults() {
 	}
 	if m.QueueCells == 0 {
 		m.QueueCells = circuit.DefaultMixQueueCells
+	}
+	if m.MaxCells == 0 {
+		m.MaxCells = circuit.DefaultMaxMixCells
 	}
 	e := &c.Exit
 	if e.Policy == nil {
@@ -505,6 +511,9 @@ func (c *Config) checkMixing() error {
 	}
 	if m.QueueCells < 1 || m.QueueCells > 1<<16 {
 		return config.Errorf("mixing.queue_cells", "%d is out of range: use 1 to 65536 (default %d)", m.QueueCells, circuit.DefaultMixQueueCells)
+	}
+	if m.MaxCells < m.QueueCells {
+		return config.Errorf("mixing.max_cells", "%d is below mixing.queue_cells (%d): the relay could not hold even one full queue; the default is %d", m.MaxCells, m.QueueCells, circuit.DefaultMaxMixCells)
 	}
 	if len(m.Classes)+1 > netdoc.MaxDelayClasses {
 		return config.Errorf("mixing.classes", "%d classes; a descriptor lists at most %d", len(m.Classes)+1, netdoc.MaxDelayClasses)

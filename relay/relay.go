@@ -263,6 +263,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		Mix:                sched,
 		Classes:            cfg.classes,
 		MixQueueCells:      cfg.Mixing.QueueCells,
+		MaxMixCells:        cfg.Mixing.MaxCells,
 		AllowPrivateExtend: cfg.Testnet,
 		MaxCircuits:        cfg.Limits.MaxCircuits,
 		CreateRate:         cfg.Limits.CreateRate,
