@@ -128,7 +128,7 @@ func (c *relayCircuit) exitSession() (*exitSession, error) {
 	}
 	e := &exitSession{c: c}
 	e.pipe = newPipe(e.sendData)
-	sess, err := yamux.Server(coalesce.New(e.pipe, 0, nil), sessionConfig(c.r.exit.cfg.MaxStreamsPerCircuit))
+	sess, err := yamux.Server(coalesce.New(e.pipe, 0, nil), sessionConfig(c.r.exit.cfg.MaxStreamsPerCircuit, uint8(c.class)))
 	if err != nil {
 		return nil, &destroyErr{reason: cell.DestroyInternal, detail: err.Error()}
 	}

@@ -495,24 +495,37 @@ func (c *Circuit) handleRelay(hop, last int, body *[cell.BodyLen]byte) error {
 	}
 }
 
-// sessionStreamWindow is the end-to-end yamux session's per-stream window.
-const sessionStreamWindow = 8 << 20
+// Per-stream windows of the end-to-end yamux session. The window bounds
+// one stream's bytes in flight across all three hops, so it must cover the
+// path's bandwidth-delay product: on loopback a 256 KiB window held one
+// stream at ~80 MB/s, and from 1 MiB a class-0 stream is CPU-bound. A
+// delayed class holds each cell ~mean x ln(cells in flight) in each hop's
+// mix (FIFO order inside a circuit; ~38 ms at a 5 ms mean and 100 MB/s),
+// so its round trip is ~0.1 s and it needs a window that much larger for
+// its delays to cost latency rather than throughput (docs/PERFORMANCE.md).
+// yamux's receiver asks for more once half the window is consumed, so a
+// stream keeps between half and all of it in flight. The window costs
+// memory only at the two ends, and only for streams whose reader is slower
+// than the network; relays buffer by their own per-hop windows and mix
+// queues.
+const (
+	sessionStreamWindow        = 8 << 20
+	delayedSessionStreamWindow = 32 << 20
+)
 
-// sessionConfig is the end-to-end yamux session's configuration. The
-// session carries no keepalives: the circuit has its own liveness, and
-// periodic pings would be a traffic pattern.
-func sessionConfig(backlog int) *yamux.Config {
+// sessionConfig is the end-to-end yamux session's configuration for a
+// circuit of the given delay class. The session carries no keepalives: the
+// circuit has its own liveness, and periodic pings would be a traffic
+// pattern.
+func sessionConfig(backlog int, class uint8) *yamux.Config {
 	y := yamux.DefaultConfig()
 	y.EnableKeepAlive = false
 	y.LogOutput = io.Discard
 	y.AcceptBacklog = backlog
-	// The end-to-end window bounds one stream's bytes in flight across all
-	// three hops, so it must cover the whole path's bandwidth-delay product:
-	// at 256 KiB a single stream on loopback was window-bound at ~80 MB/s,
-	// at 1 MiB it is CPU-bound. It costs memory only at the two ends (the
-	// client and the exit), for streams whose reader is slower than the
-	// network; relays buffer by their own, smaller, per-hop windows.
 	y.MaxStreamWindowSize = sessionStreamWindow
+	if class != 0 {
+		y.MaxStreamWindowSize = delayedSessionStreamWindow
+	}
 	y.StreamCloseTimeout = 30 * time.Second
 	y.StreamOpenTimeout = 0 // the exit answers each stream's request; the caller's ctx bounds waiting
 	y.ConnectionWriteTimeout = writeTimeout
@@ -520,7 +533,7 @@ func sessionConfig(backlog int) *yamux.Config {
 }
 
 func (c *Circuit) startSession() {
-	sess, err := yamux.Client(coalesce.New(c.pipe, 0, nil), sessionConfig(256))
+	sess, err := yamux.Client(coalesce.New(c.pipe, 0, nil), sessionConfig(256, c.class))
 	if err != nil {
 		// Only a bad configuration makes yamux refuse; sessionConfig is fixed.
 		panic(fmt.Sprintf("circuit: yamux client: %v", err))

@@ -8,7 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// initialRing is the starting capacity of a queue's ring; it doubles up to
+// initialRing is the capacity of a queue's ring when its first item comes
+// (a queue that never held one has none); it doubles up to
 // the queue's limit, so an idle circuit costs little memory.
 const initialRing = 8
 
@@ -65,22 +66,16 @@ func NewQueue[T any](s *Scheduler, spec ClassSpec, limit int) *Queue[T] {
 		panic(err)
 	}
 	spec = spec.WithDefaults()
-	ring := 1
-	for ring < limit && ring < initialRing {
-		ring *= 2
-	}
 	q := &Queue[T]{
 		c: core{
-			s:      s,
-			spec:   spec,
-			limit:  limit,
-			ready:  make(chan struct{}, 1),
-			space:  make(chan struct{}, 1),
-			done:   make(chan struct{}),
-			stamps: make([]stamp, ring),
-			hidx:   -1,
+			s:     s,
+			spec:  spec,
+			limit: limit,
+			ready: make(chan struct{}, 1),
+			space: make(chan struct{}, 1),
+			done:  make(chan struct{}),
+			hidx:  -1,
 		},
-		items: make([]T, ring),
 	}
 	if m := s.metrics; m != nil {
 		q.c.delayObs = m.delay.WithLabelValues(spec.Class.String())
@@ -92,29 +87,71 @@ func NewQueue[T any](s *Scheduler, spec ClassSpec, limit int) *Queue[T] {
 // Push stamps item with its departure time, max(the previous cell's
 // departure, now + a delay drawn for the queue's class), and queues it. While
 // the queue already holds limit items it blocks (backpressure; it never
-// drops) until PopReady makes room, the queue is closed (ErrClosed) or ctx is
-// done (ctx's error, wrapped).
+// drops) until PopReady or Consume makes room, the queue is closed
+// (ErrClosed) or ctx is done (ctx's error, wrapped).
 func (q *Queue[T]) Push(ctx context.Context, item T) error {
 	c := &q.c
-	s := c.s
-	blocked := false
 	c.mu.Lock()
+	if err := q.waitSpaceLocked(ctx); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	now := c.s.now()
+	var d [1]int64
+	c.s.sampleN(c, d[:])
+	q.insertLocked(now, d[:], func(i int) *T { return &item })
+	c.mu.Unlock()
+	return nil
+}
+
+// PushBatch queues items in order, as that many Push calls at one instant
+// would: each gets its own delay drawn for the queue's class, and they
+// leave in order. It copies the items into the queue's ring, so items may
+// be reused when it returns. While the queue is full it blocks as Push
+// does; on an error, the items before the failing one are queued.
+func (q *Queue[T]) PushBatch(ctx context.Context, items []T) error {
+	c := &q.c
+	var d [pushChunk]int64
+	for len(items) > 0 {
+		c.mu.Lock()
+		if err := q.waitSpaceLocked(ctx); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		k := min(len(items), c.limit-c.n, pushChunk)
+		now := c.s.now()
+		c.s.sampleN(c, d[:k])
+		q.insertLocked(now, d[:k], func(i int) *T { return &items[i] })
+		c.mu.Unlock()
+		items = items[k:]
+	}
+	return nil
+}
+
+// pushChunk is how many items PushBatch stamps under one lock.
+const pushChunk = 64
+
+// waitSpaceLocked waits, releasing c.mu meanwhile, until the queue has room
+// for one item. It returns ErrClosed, or ctx's error wrapped, instead when
+// the queue is closed or ctx ends first. The caller holds c.mu, and still
+// does on return.
+func (q *Queue[T]) waitSpaceLocked(ctx context.Context) error {
+	c := &q.c
+	blocked := false
 	for {
 		if c.closed {
-			c.mu.Unlock()
 			return ErrClosed
 		}
 		if c.n < c.limit {
-			break
+			return nil
 		}
 		if err := ctx.Err(); err != nil {
-			c.mu.Unlock()
 			return fmt.Errorf("mix: push to full queue: %w", err)
 		}
 		c.waiters++
 		c.mu.Unlock()
-		if !blocked && s.metrics != nil {
-			s.metrics.blocked.Inc()
+		if !blocked && c.s.metrics != nil {
+			c.s.metrics.blocked.Inc()
 		}
 		blocked = true
 		select {
@@ -125,57 +162,58 @@ func (q *Queue[T]) Push(ctx context.Context, item T) error {
 		c.mu.Lock()
 		c.waiters--
 	}
+}
 
-	now := s.now()
-	dep := now
-	if c.spec.Mean > 0 {
-		d, capped := s.sample(c.spec)
-		if capped && c.cappedCtr != nil {
-			c.cappedCtr.Inc()
+// insertLocked appends len(delays) items, item(i) being the i-th, arrived
+// at now and delayed by delays[i] (or less to keep order), and schedules
+// or releases the queue as needed. The caller holds c.mu and has checked
+// that they fit.
+func (q *Queue[T]) insertLocked(now int64, delays []int64, item func(i int) *T) {
+	c := &q.c
+	s := c.s
+	waiting := c.n - c.released // before these cells
+	for i, d := range delays {
+		dep := now + d
+		if dep < c.lastDep {
+			dep = c.lastDep
 		}
-		dep += int64(d)
+		c.lastDep = dep
+		if c.n == len(c.stamps) {
+			q.growLocked()
+		}
+		j := (c.head + c.n) & (len(c.stamps) - 1)
+		q.items[j] = *item(i)
+		c.stamps[j] = stamp{arrival: now, departure: dep}
+		c.n++
 	}
-	if dep < c.lastDep {
-		dep = c.lastDep
-	}
-	c.lastDep = dep
-
-	if c.n == len(c.stamps) {
-		q.growLocked()
-	}
-	i := (c.head + c.n) & (len(c.stamps) - 1)
-	q.items[i] = item
-	c.stamps[i] = stamp{arrival: now, departure: dep}
-	c.n++
-	s.held.Add(1)
-	waiting := c.n - 1 - c.released // before this cell
+	k := len(delays)
+	s.held.Add(int64(k))
 	if c.spec.Mean > 0 {
 		// Undelayed cells are not mixed: they stay out of the anonymity
 		// bookkeeping (see Metrics).
-		s.noteWaiting(waiting, waiting+1)
+		s.noteWaiting(waiting, waiting+k)
 	}
 	if waiting == 0 {
-		switch {
-		case dep <= now:
-			c.releaseDueLocked(now, true)
-		case !c.scheduled:
+		// These are the queue's first waiting cells: release what is due
+		// already, and give the scheduler the first one still waiting.
+		c.releaseDueLocked(now, true)
+		if c.n > c.released && !c.scheduled {
 			c.scheduled = true
-			s.schedule(c, dep, true)
+			s.schedule(c, c.stamps[(c.head+c.released)&(len(c.stamps)-1)].departure, true)
 		}
 	}
 	if c.waiters > 0 && c.n < c.limit {
 		signal(c.space)
 	}
-	c.mu.Unlock()
-	return nil
 }
 
 // growLocked doubles the ring, keeping the held items in order.
 func (q *Queue[T]) growLocked() {
 	c := &q.c
 	old := len(c.stamps)
-	stamps := make([]stamp, 2*old)
-	items := make([]T, 2*old)
+	size := max(2*old, initialRing)
+	stamps := make([]stamp, size)
+	items := make([]T, size)
 	for i := 0; i < c.n; i++ {
 		j := (c.head + i) & (old - 1)
 		stamps[i] = c.stamps[j]
@@ -229,17 +267,90 @@ func (q *Queue[T]) PopReady(dst []T) []T {
 	c.n -= k
 	c.released = 0
 	c.s.held.Add(-int64(k))
+	q.removedLocked()
+	return dst
+}
+
+// PeekReady returns every item whose departure time has come, in push
+// order, as at most two slices of the queue's own ring (the second is
+// non-empty only where the items wrap around its end), without copying
+// them. The items stay in the queue, counted against its limit, until
+// Consume; Push never overwrites them meanwhile. This is the consumer's
+// zero-copy alternative to PopReady, for value items: the caller must not
+// modify the slices, must stop using them once it calls Consume, and must
+// not mix PeekReady and PopReady. Only the queue's one consumer may call it.
+func (q *Queue[T]) PeekReady() (a, b []T) {
+	c := &q.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil
+	}
+	if c.n > c.released {
+		c.releaseDueLocked(c.s.now(), false)
+	}
+	c.signalled = false // releases from now on must signal again
+	k := c.released
+	if k == 0 {
+		return nil, nil
+	}
+	end := c.head + k
+	if end <= len(q.items) {
+		return q.items[c.head:end], nil
+	}
+	return q.items[c.head:], q.items[:end-len(q.items)]
+}
+
+// Consume removes the first k released items, which the caller got from
+// PeekReady and is done with, making room for Push. Consumed slots are not
+// cleared: pointers in them stay reachable until overwritten or until the
+// queue drains and gives a ring grown past shrinkAbove back.
+func (q *Queue[T]) Consume(k int) {
+	c := &q.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || k <= 0 {
+		return
+	}
+	if k > c.released {
+		panic(fmt.Sprintf("mix: Consume(%d) with %d items released", k, c.released))
+	}
+	c.head = (c.head + k) & (len(c.stamps) - 1)
+	c.n -= k
+	c.released -= k
+	c.s.held.Add(-int64(k))
+	q.removedLocked()
+}
+
+// removedLocked follows the removal of items: it gives back a ring that a
+// burst grew once the queue has drained, so an idle circuit costs little (a
+// busy queue rarely drains, so bulk flows seldom pay for regrowing it), and
+// wakes a blocked Push.
+func (q *Queue[T]) removedLocked() {
+	c := &q.c
+	if c.n == 0 && len(c.stamps) > shrinkAbove {
+		c.stamps, q.items, c.head = nil, nil, 0
+	}
 	if c.waiters > 0 {
 		signal(c.space)
 	}
-	return dst
 }
+
+// shrinkAbove is the ring size above which Consume gives the ring back once
+// the queue drains.
+const shrinkAbove = 64
 
 // Close releases the queue: its held items are discarded (and counted in
 // the metrics), it leaves the scheduler, blocked and later Push calls return
 // ErrClosed. It returns the discarded items, in push order, so the caller
 // can recycle their buffers. Closing again returns nil.
-func (q *Queue[T]) Close() []T {
+func (q *Queue[T]) Close() []T { return q.close(true) }
+
+// Discard closes the queue as Close does, without returning its items (for
+// value items, which need no recycling).
+func (q *Queue[T]) Discard() { q.close(false) }
+
+func (q *Queue[T]) close(collect bool) []T {
 	c := &q.c
 	s := c.s
 	c.mu.Lock()
@@ -252,10 +363,12 @@ func (q *Queue[T]) Close() []T {
 	s.unschedule(c)
 	var out []T
 	if c.n > 0 {
-		out = make([]T, 0, c.n)
-		mask := len(c.stamps) - 1
-		for i := 0; i < c.n; i++ {
-			out = append(out, q.items[(c.head+i)&mask])
+		if collect {
+			out = make([]T, 0, c.n)
+			mask := len(c.stamps) - 1
+			for i := 0; i < c.n; i++ {
+				out = append(out, q.items[(c.head+i)&mask])
+			}
 		}
 		s.held.Add(-int64(c.n))
 		if c.spec.Mean > 0 {

@@ -283,11 +283,26 @@ func (s *Scheduler) downLocked(i int) {
 	}
 }
 
-// sample draws one delay for spec.
-func (s *Scheduler) sample(spec ClassSpec) (time.Duration, bool) {
+// sampleN fills out with delays drawn for c's class, in order, and counts
+// the capped ones.
+func (s *Scheduler) sampleN(c *core, out []int64) {
+	if c.spec.Mean <= 0 {
+		clear(out)
+		return
+	}
+	capped := 0
 	s.rngMu.Lock()
-	defer s.rngMu.Unlock()
-	return sampleDelay(s.rng, spec)
+	for i := range out {
+		d, cp := sampleDelay(s.rng, c.spec)
+		out[i] = int64(d)
+		if cp {
+			capped++
+		}
+	}
+	s.rngMu.Unlock()
+	if capped > 0 && c.cappedCtr != nil {
+		c.cappedCtr.Add(float64(capped))
+	}
 }
 
 // noteWaiting records that a queue's count of waiting cells changed from

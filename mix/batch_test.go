@@ -1,0 +1,155 @@
+package mix
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestPushBatchStampsLikePush checks that PushBatch gives each item the
+// delay a Push at the same instant would: the scheduler's draws in push
+// order, each departure at least the previous one's, and that Run-free
+// PeekReady/Consume hand out exactly the due items in order, wrapping
+// around the ring.
+func TestPushBatchStampsLikePush(t *testing.T) {
+	const seed = 7
+	spec := DefaultClasses()[ClassBalanced]
+	s, fc := newFakeScheduler(t, seed, NewMetrics(nil, "test"))
+	ctx := testCtx(t)
+	q := NewQueue[[4]byte](s, spec, 1000)
+	defer q.Discard()
+	replay := seededRand(seed)
+
+	var want []time.Time // expected departure of every item, in order
+	var prev time.Time
+	var items [][4]byte
+	push := func(n int) {
+		now := fc.Now()
+		batch := make([][4]byte, n)
+		for i := range batch {
+			v := len(items)
+			batch[i] = [4]byte{byte(v), byte(v >> 8)}
+			items = append(items, batch[i])
+			d, _ := sampleDelay(replay, spec)
+			dep := now.Add(d)
+			if dep.Before(prev) {
+				dep = prev
+			}
+			prev = dep
+			want = append(want, dep)
+		}
+		if err := q.PushBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		clear(batch) // the queue must hold copies
+	}
+
+	got := 0
+	check := func() {
+		t.Helper()
+		a, b := q.PeekReady()
+		if len(a) == 0 && len(b) != 0 {
+			t.Fatalf("PeekReady returned an empty first slice and %d items in the second", len(b))
+		}
+		ready := append(slices.Clone(a), b...)
+		due := 0
+		for got+due < len(want) && !want[got+due].After(fc.Now()) {
+			due++
+		}
+		if len(ready) != due {
+			t.Fatalf("at %v: %d items ready, want %d", fc.Now().Sub(testEpoch), len(ready), due)
+		}
+		for i, it := range ready {
+			if it != items[got+i] {
+				t.Fatalf("item %d is %v, want %v", got+i, it, items[got+i])
+			}
+		}
+		q.Consume(len(ready))
+		got += len(ready)
+	}
+
+	for round := range 60 {
+		push(1 + round%23)
+		check()
+		fc.Advance(time.Duration(round%7) * time.Millisecond)
+		check()
+	}
+	fc.Advance(spec.Cap)
+	check()
+	if got != len(items) {
+		t.Fatalf("consumed %d of %d items", got, len(items))
+	}
+	if q.Len() != 0 || s.Pooled() != 0 {
+		t.Fatalf("after consuming all: Len %d, Pooled %d", q.Len(), s.Pooled())
+	}
+	if len(q.c.stamps) != 0 {
+		t.Errorf("drained queue keeps a ring of %d slots, want it given back", len(q.c.stamps))
+	}
+}
+
+// TestPushBatchBlocksAndConsumeResumes checks backpressure through the
+// batch API: a batch larger than the room left queues what fits, blocks,
+// and finishes once Consume makes room.
+func TestPushBatchBlocksAndConsumeResumes(t *testing.T) {
+	s, _ := newFakeScheduler(t, 1, nil)
+	ctx := testCtx(t)
+	q := NewQueue[int](s, DefaultClasses()[ClassInteractive], 4)
+	defer q.Discard()
+	done := make(chan error, 1)
+	go func() { done <- q.PushBatch(ctx, []int{1, 2, 3, 4, 5, 6}) }()
+	expectBlocked(t, done)
+	a, b := q.PeekReady()
+	if got := append(slices.Clone(a), b...); !slices.Equal(got, []int{1, 2, 3, 4}) {
+		t.Fatalf("ready %v, want [1 2 3 4]", got)
+	}
+	q.Consume(3)
+	if err := expectReturn(t, done); err != nil {
+		t.Fatal(err)
+	}
+	a, b = q.PeekReady()
+	if got := append(slices.Clone(a), b...); !slices.Equal(got, []int{4, 5, 6}) {
+		t.Fatalf("ready %v, want [4 5 6] (wrapped around the ring)", got)
+	}
+	q.Consume(3)
+	if q.Len() != 0 {
+		t.Fatalf("Len %d, want 0", q.Len())
+	}
+}
+
+// TestDiscardDuringPeek checks that a queue discarded while its consumer
+// holds peeked items leaves those items intact and makes Consume a no-op.
+func TestDiscardDuringPeek(t *testing.T) {
+	s, _ := newFakeScheduler(t, 1, nil)
+	ctx := testCtx(t)
+	q := NewQueue[int](s, DefaultClasses()[ClassInteractive], 8)
+	if err := q.PushBatch(ctx, []int{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := q.PeekReady()
+	q.Discard()
+	if !slices.Equal(a, []int{1, 2, 3}) {
+		t.Fatalf("peeked items changed to %v", a)
+	}
+	q.Consume(len(a))
+	if s.Pooled() != 0 {
+		t.Fatalf("Pooled %d after Discard, want 0", s.Pooled())
+	}
+	if err := q.PushBatch(ctx, []int{4}); err != ErrClosed {
+		t.Fatalf("PushBatch after Discard: %v, want ErrClosed", err)
+	}
+}
+
+func TestConsumeMoreThanReleasedPanics(t *testing.T) {
+	s, _ := newFakeScheduler(t, 1, nil)
+	q := NewQueue[int](s, DefaultClasses()[ClassBalanced], 8)
+	defer q.Discard()
+	if err := q.Push(testCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Consume(1) with nothing released did not panic")
+		}
+	}()
+	q.Consume(1)
+}
