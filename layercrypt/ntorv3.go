@@ -427,10 +427,11 @@ func ntor3Auth(out, verify *[ntor3DigestLen]byte, id *RelayID, b *OnionPublicKey
 // ntor3A24 is (486662 - 2) / 4, the ladder constant of RFC 7748 section 5.
 const ntor3A24 = 121665
 
-// ntor3X25519 sets out = X25519(scalar, point), the Montgomery ladder of
-// RFC 7748 section 5 in constant time. It reports false if out is all zero,
-// which happens exactly when point is of low order.
-func ntor3X25519(out, scalar, point *[32]byte) bool {
+// ntor3X25519Generic is ntor3X25519 in portable Go: the Montgomery ladder
+// of RFC 7748 section 5 in constant time, reporting false if out is all
+// zero. ntor3X25519 (x25519_amd64.go, x25519_noasm.go) runs it where the
+// amd64 assembly is not available or is switched off.
+func ntor3X25519Generic(out, scalar, point *[32]byte) bool {
 	var k [32]byte
 	copy(k[:], scalar[:])
 	k[0] &= 248
