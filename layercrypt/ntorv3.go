@@ -500,6 +500,7 @@ func ntor3X25519Base(out, scalar *[32]byte) {
 	}
 	var p edwards25519.Point
 	p.ScalarBaseMult(&s)
-	copy(out[:], p.BytesMontgomery())
+	ntor3BytesMontgomery(out, &p)
 	s = edwards25519.Scalar{}
+	p = edwards25519.Point{}
 }

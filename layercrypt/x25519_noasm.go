@@ -2,6 +2,8 @@
 
 package layercrypt
 
+import "filippo.io/edwards25519"
+
 // Without the amd64 assembly X25519 runs the portable ladder. The two
 // variables mirror x25519_amd64.go so that the tests build everywhere; here
 // they select nothing.
@@ -15,4 +17,9 @@ var (
 // which happens exactly when point is of low order.
 func ntor3X25519(out, scalar, point *[32]byte) bool {
 	return ntor3X25519Generic(out, scalar, point)
+}
+
+// ntor3BytesMontgomery sets out to the Montgomery u-coordinate of p.
+func ntor3BytesMontgomery(out *[32]byte, p *edwards25519.Point) {
+	copy(out[:], p.BytesMontgomery())
 }
