@@ -26,11 +26,10 @@ func x25519Impls(t *testing.T, f func(t *testing.T)) {
 // machine has it; else the portable ladder again) and from the portable
 // ladder, with the low-order reports.
 func x25519Both(scalar, point *[32]byte) (asm, generic [32]byte, asmOK, genericOK bool) {
-	if ntor3X25519HaveAsm {
-		asmOK = ntor3X25519Asm(&asm, scalar, point)
-	} else {
-		asmOK = ntor3X25519Generic(&asm, scalar, point)
-	}
+	saved := ntor3X25519UseAsm
+	ntor3X25519UseAsm = ntor3X25519HaveAsm
+	asmOK = ntor3X25519(&asm, scalar, point)
+	ntor3X25519UseAsm = saved
 	genericOK = ntor3X25519Generic(&generic, scalar, point)
 	return
 }
