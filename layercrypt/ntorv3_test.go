@@ -743,7 +743,9 @@ func FuzzNtorV3Client(f *testing.F) {
 	})
 }
 
-func BenchmarkNtorV3Client(b *testing.B) {
+func BenchmarkNtorV3Client(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3Client) }
+
+func benchmarkNtorV3Client(b *testing.B) {
 	id, key := newNtor3Relay(b)
 	ver, cm, sm := []byte("chive-circuit-v1"), []byte{1, 2, 3, 4, 5, 6, 7, 8}, []byte{1, 2, 3, 4}
 	var x [32]byte
@@ -773,7 +775,9 @@ func BenchmarkNtorV3Client(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3Server(b *testing.B) {
+func BenchmarkNtorV3Server(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3Server) }
+
+func benchmarkNtorV3Server(b *testing.B) {
 	id, key := newNtor3Relay(b)
 	prev, err := GenerateOnionKey(rand.Reader)
 	if err != nil {
@@ -796,7 +800,9 @@ func BenchmarkNtorV3Server(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3X25519(b *testing.B) {
+func BenchmarkNtorV3X25519(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3X25519) }
+
+func benchmarkNtorV3X25519(b *testing.B) {
 	var s, p, out [32]byte
 	rand.Read(s[:])
 	ntor3X25519Base(&p, &s)
@@ -806,7 +812,9 @@ func BenchmarkNtorV3X25519(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3X25519Base(b *testing.B) {
+func BenchmarkNtorV3X25519Base(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3X25519Base) }
+
+func benchmarkNtorV3X25519Base(b *testing.B) {
 	var s, out [32]byte
 	rand.Read(s[:])
 	b.ReportAllocs()

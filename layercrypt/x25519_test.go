@@ -200,26 +200,18 @@ func FuzzNtorV3X25519(f *testing.F) {
 	})
 }
 
-func BenchmarkNtorV3X25519Impl(b *testing.B) {
-	var s, p, out [32]byte
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range s {
-		s[i] = byte(rng.Uint32())
-	}
-	ntor3X25519Base(&p, &s)
+// x25519BenchImpls runs f as sub-benchmarks "asm" (where the CPU has the
+// assembly) and "generic", so that one run compares the two.
+func x25519BenchImpls(b *testing.B, f func(b *testing.B)) {
 	saved := ntor3X25519UseAsm
 	b.Cleanup(func() { ntor3X25519UseAsm = saved })
 	for _, useAsm := range []bool{true, false} {
 		if useAsm && !ntor3X25519HaveAsm {
 			continue
 		}
-		name := map[bool]string{true: "asm", false: "generic"}[useAsm]
-		b.Run(name, func(b *testing.B) {
+		b.Run(map[bool]string{true: "asm", false: "generic"}[useAsm], func(b *testing.B) {
 			ntor3X25519UseAsm = useAsm
-			b.ReportAllocs()
-			for b.Loop() {
-				ntor3X25519(&out, &s, &p)
-			}
+			f(b)
 		})
 	}
 }
