@@ -32,13 +32,14 @@ var ntor3X25519UseAsm = ntor3X25519HaveAsm
 // x25519Freeze).
 type x25519Elem [4]uint64
 
-// x25519Ladder is the ladder's work area; x25519_amd64.s addresses its
-// fields by offset (LX1 ... LSWAP), so their order and sizes are fixed.
+// x25519Ladder is the ladder's work area. x25519_amd64.s addresses its
+// fields through the offsets the toolchain writes to go_asm.h.
 type x25519Ladder struct {
 	x1, x2, z2, x3, z3            x25519Elem
 	a, b, c, d, aa, bb, e, da, cb x25519Elem // step temporaries
 	k                             [4]uint64  // the clamped scalar, little-endian
 	swap                          uint64     // the pending conditional swap
+	mask                          uint64     // this step's swap mask: -(swap bit)
 }
 
 // x25519MulAsm sets *z = *x * *y. z may alias x or y.

@@ -1,5 +1,6 @@
 //go:build amd64 && !purego
 
+#include "go_asm.h"
 #include "textflag.h"
 
 // Arithmetic modulo p = 2^255 - 19 with MULX, ADCX and ADOX (BMI2 and
@@ -249,6 +250,77 @@
 	ADDQ   AX, R8; \
 	STORE(z)
 
+// ADDR sets r0..r3 = x+y, folding carries as ADD does.
+#define ADDR(x, y, r0, r1, r2, r3) \
+	MOVQ 0+x, r0; \
+	MOVQ 8+x, r1; \
+	MOVQ 16+x, r2; \
+	MOVQ 24+x, r3; \
+	ADDQ 0+y, r0; \
+	ADCQ 8+y, r1; \
+	ADCQ 16+y, r2; \
+	ADCQ 24+y, r3; \
+	SBBQ AX, AX; \
+	ANDQ $38, AX; \
+	ADDQ AX, r0; \
+	ADCQ $0, r1; \
+	ADCQ $0, r2; \
+	ADCQ $0, r3; \
+	SBBQ AX, AX; \
+	ANDQ $38, AX; \
+	ADDQ AX, r0
+
+// SUBR sets r0..r3 = x-y, folding borrows as SUB does.
+#define SUBR(x, y, r0, r1, r2, r3) \
+	MOVQ 0+x, r0; \
+	MOVQ 8+x, r1; \
+	MOVQ 16+x, r2; \
+	MOVQ 24+x, r3; \
+	SUBQ 0+y, r0; \
+	SBBQ 8+y, r1; \
+	SBBQ 16+y, r2; \
+	SBBQ 24+y, r3; \
+	SBBQ AX, AX; \
+	ANDQ $38, AX; \
+	SUBQ AX, r0; \
+	SBBQ $0, r1; \
+	SBBQ $0, r2; \
+	SBBQ $0, r3; \
+	SBBQ AX, AX; \
+	ANDQ $38, AX; \
+	SUBQ AX, r0
+
+// SWAPR swaps R8..R11 with R12..R15 if the mask at m is all ones and
+// leaves them if it is zero, with the same instructions either way.
+#define SWAPR(m) \
+	MOVQ R8, BX; \
+	XORQ R12, BX; \
+	ANDQ m, BX; \
+	XORQ BX, R8; \
+	XORQ BX, R12; \
+	MOVQ R9, BX; \
+	XORQ R13, BX; \
+	ANDQ m, BX; \
+	XORQ BX, R9; \
+	XORQ BX, R13; \
+	MOVQ R10, BX; \
+	XORQ R14, BX; \
+	ANDQ m, BX; \
+	XORQ BX, R10; \
+	XORQ BX, R14; \
+	MOVQ R11, BX; \
+	XORQ R15, BX; \
+	ANDQ m, BX; \
+	XORQ BX, R11; \
+	XORQ BX, R15
+
+// STORE2 writes R12..R15 to z.
+#define STORE2(z) \
+	MOVQ R12, 0+z; \
+	MOVQ R13, 8+z; \
+	MOVQ R14, 16+z; \
+	MOVQ R15, 24+z
+
 // CSWAP swaps a and b if AX is all ones and leaves them if it is zero,
 // with the same instructions and memory accesses either way.
 #define CSWAP(a, b) \
@@ -358,23 +430,24 @@ TEXT ·x25519MulA24Asm(SB), NOSPLIT, $0-16
 	RET
 
 // The ladder's work area (x25519Ladder in x25519_amd64.go), addressed
-// from DI.
-#define LX1 0(DI)
-#define LX2 32(DI)
-#define LZ2 64(DI)
-#define LX3 96(DI)
-#define LZ3 128(DI)
-#define LA 160(DI)
-#define LB 192(DI)
-#define LC 224(DI)
-#define LD 256(DI)
-#define LAA 288(DI)
-#define LBB 320(DI)
-#define LE 352(DI)
-#define LDA 384(DI)
-#define LCB 416(DI)
-#define LK 448(DI)
-#define LSWAP 480(DI)
+// from DI with the field offsets from go_asm.h.
+#define LX1 x25519Ladder_x1(DI)
+#define LX2 x25519Ladder_x2(DI)
+#define LZ2 x25519Ladder_z2(DI)
+#define LX3 x25519Ladder_x3(DI)
+#define LZ3 x25519Ladder_z3(DI)
+#define LA x25519Ladder_a(DI)
+#define LB x25519Ladder_b(DI)
+#define LC x25519Ladder_c(DI)
+#define LD x25519Ladder_d(DI)
+#define LAA x25519Ladder_aa(DI)
+#define LBB x25519Ladder_bb(DI)
+#define LE x25519Ladder_e(DI)
+#define LDA x25519Ladder_da(DI)
+#define LCB x25519Ladder_cb(DI)
+#define LK x25519Ladder_k(DI)
+#define LSWAP x25519Ladder_swap(DI)
+#define LMASK x25519Ladder_mask(DI)
 
 // func x25519LadderAsm(l *x25519Ladder)
 //
@@ -391,7 +464,7 @@ ladderloop:
 	// bit = k >> t & 1; mask = -(swap ^ bit); swap = bit.
 	MOVQ  SI, CX
 	SHRQ  $6, CX
-	MOVQ  448(DI)(CX*8), BX
+	MOVQ  x25519Ladder_k(DI)(CX*8), BX
 	MOVQ  SI, CX
 	SHRQ  CX, BX
 	ANDQ  $1, BX
@@ -399,16 +472,23 @@ ladderloop:
 	XORQ  BX, AX
 	MOVQ  BX, LSWAP
 	NEGQ  AX
-	CSWAP(LX2, LX3)
-	CSWAP(LZ2, LZ3)
+	MOVQ  AX, LMASK
 
-	// The RFC 7748 step, ordered so that the independent chains
-	// (x3, z3, x2, z2) alternate, which lets the CPU overlap their carry
-	// chains; 7% faster than the RFC's order on the development machine.
-	ADD(LA, LX2, LZ2)
-	SUB(LB, LX2, LZ2)
-	ADD(LC, LX3, LZ3)
-	SUB(LD, LX3, LZ3)
+	// The RFC 7748 step. Swapping (x2, z2) with (x3, z3) first is the same
+	// as swapping (A, B) with (C, D) after computing them, which SWAPR
+	// does in registers: the swapped state never goes through memory. The
+	// steps below are ordered so that the independent chains (x3, z3, x2,
+	// z2) alternate, which lets the CPU overlap their carry chains.
+	ADDR(LX2, LZ2, R8, R9, R10, R11)
+	ADDR(LX3, LZ3, R12, R13, R14, R15)
+	SWAPR(LMASK)
+	STORE(LA)
+	STORE2(LC)
+	SUBR(LX2, LZ2, R8, R9, R10, R11)
+	SUBR(LX3, LZ3, R12, R13, R14, R15)
+	SWAPR(LMASK)
+	STORE(LB)
+	STORE2(LD)
 	MUL(LDA, LD, LA)
 	MUL(LCB, LC, LB)
 	SQR(LAA, LA)
@@ -432,5 +512,6 @@ ladderloop:
 	CSWAP(LX2, LX3)
 	CSWAP(LZ2, LZ3)
 	MOVQ $0, LSWAP
+	MOVQ $0, LMASK
 	WIPE
 	RET
