@@ -16,7 +16,7 @@ import (
 // p = 2^255 - 19 in four 64-bit limbs, multiplied with MULX and the two
 // carry chains of ADCX/ADOX, and the whole Montgomery ladder in one
 // assembly loop. It computes exactly what ntor3X25519Generic computes, in
-// roughly half the time; the tests check the two against each other,
+// a little over half the time; the tests check the two against each other,
 // against crypto/ecdh and against the RFC 7748 vectors.
 
 // ntor3X25519HaveAsm reports whether this CPU can run the assembly, which
@@ -51,6 +51,10 @@ func x25519MulAsm(z, x, y *x25519Elem)
 //
 //go:noescape
 func x25519SqrNAsm(z *x25519Elem, n int)
+
+// x25519AddAsm, x25519SubAsm and x25519MulA24Asm expose the ladder's
+// other field operations (assembly macros inside x25519LadderAsm) so that
+// the tests can check them against math/big.
 
 // x25519AddAsm sets *z = *x + *y. z may alias x or y.
 //
