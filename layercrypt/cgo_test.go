@@ -470,6 +470,10 @@ func TestCGOStateMovesForward(t *testing.T) {
 // the client's and the relay's key streams must give matching CGO states
 // and be left at the same point.
 func TestCGOWithNtorV3KeyStreams(t *testing.T) {
+	x25519Impls(t, testCGOWithNtorV3KeyStreams)
+}
+
+func testCGOWithNtorV3KeyStreams(t *testing.T) {
 	idKey, err := GenerateIdentityKey(crand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -422,15 +422,19 @@ func ntor3Auth(out, verify *[ntor3DigestLen]byte, id *RelayID, b *OnionPublicKey
 // and keeps copies of the secret that cannot be wiped; the handshake does
 // three scalar multiplications per side and must wipe its ephemeral secrets,
 // so it computes X25519 here over the field and group arithmetic of
-// filippo.io/edwards25519 (the upstream of Go's own implementation).
+// filippo.io/edwards25519 (the upstream of Go's own implementation). On
+// amd64 CPUs with BMI2 and ADX the variable-base ladder runs in assembly
+// instead (x25519_amd64.s), about 1.8x as fast; the portable ladder below
+// is the fallback and the tests' reference alongside crypto/ecdh.
 
 // ntor3A24 is (486662 - 2) / 4, the ladder constant of RFC 7748 section 5.
 const ntor3A24 = 121665
 
-// ntor3X25519 sets out = X25519(scalar, point), the Montgomery ladder of
-// RFC 7748 section 5 in constant time. It reports false if out is all zero,
-// which happens exactly when point is of low order.
-func ntor3X25519(out, scalar, point *[32]byte) bool {
+// ntor3X25519Generic is ntor3X25519 in portable Go: the Montgomery ladder
+// of RFC 7748 section 5 in constant time, reporting false if out is all
+// zero. ntor3X25519 (x25519_amd64.go, x25519_noasm.go) runs it where the
+// amd64 assembly is not available or is switched off.
+func ntor3X25519Generic(out, scalar, point *[32]byte) bool {
 	var k [32]byte
 	copy(k[:], scalar[:])
 	k[0] &= 248
@@ -499,6 +503,7 @@ func ntor3X25519Base(out, scalar *[32]byte) {
 	}
 	var p edwards25519.Point
 	p.ScalarBaseMult(&s)
-	copy(out[:], p.BytesMontgomery())
+	ntor3BytesMontgomery(out, &p)
 	s = edwards25519.Scalar{}
+	p = edwards25519.Point{}
 }

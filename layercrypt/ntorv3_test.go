@@ -133,7 +133,9 @@ func checkBytes(t *testing.T, what string, got, want []byte) {
 // "X.2: Test vectors": the public keys, each intermediate value, the two
 // messages, the decrypted messages and the first 256 key-stream bytes, from
 // the client's and from the server's side.
-func TestNtorV3PublishedVectors(t *testing.T) {
+func TestNtorV3PublishedVectors(t *testing.T) { x25519Impls(t, testNtorV3PublishedVectors) }
+
+func testNtorV3PublishedVectors(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	raw := v.raw
 
@@ -208,7 +210,9 @@ func TestNtorV3PublishedVectors(t *testing.T) {
 	checkBytes(t, "client KEYSTREAM", readKeys(t, cks, 1, 7, 100, 148), raw["KEYSTREAM"])
 }
 
-func TestNtorV3X25519RFC7748(t *testing.T) {
+func TestNtorV3X25519RFC7748(t *testing.T) { x25519Impls(t, testNtorV3X25519RFC7748) }
+
+func testNtorV3X25519RFC7748(t *testing.T) {
 	v := loadNtor3KAT(t, "ntorv3_x25519_rfc7748.txt")
 	for _, i := range []string{"1", "2"} {
 		var out [32]byte
@@ -265,7 +269,9 @@ func ntor3LowOrderPoints(t testing.TB) [][32]byte {
 
 // TestNtorV3X25519MatchesStdlib checks the handshake's X25519 against
 // crypto/ecdh, an independent implementation, on random and low-order inputs.
-func TestNtorV3X25519MatchesStdlib(t *testing.T) {
+func TestNtorV3X25519MatchesStdlib(t *testing.T) { x25519Impls(t, testNtorV3X25519MatchesStdlib) }
+
+func testNtorV3X25519MatchesStdlib(t *testing.T) {
 	curve := ecdh.X25519()
 	check := func(scalar, point *[32]byte) {
 		t.Helper()
@@ -319,7 +325,9 @@ func newNtor3Relay(t testing.TB) (RelayID, *OnionPrivateKey) {
 	return ik.ID(), ok
 }
 
-func TestNtorV3RoundTrip(t *testing.T) {
+func TestNtorV3RoundTrip(t *testing.T) { x25519Impls(t, testNtorV3RoundTrip) }
+
+func testNtorV3RoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		ver, cm, sm  []byte
@@ -369,7 +377,9 @@ func TestNtorV3RoundTrip(t *testing.T) {
 	}
 }
 
-func TestNtorV3TwoHandshakesDiffer(t *testing.T) {
+func TestNtorV3TwoHandshakesDiffer(t *testing.T) { x25519Impls(t, testNtorV3TwoHandshakesDiffer) }
+
+func testNtorV3TwoHandshakesDiffer(t *testing.T) {
 	id, key := newNtor3Relay(t)
 	var streams [2][]byte
 	for i := range streams {
@@ -392,7 +402,9 @@ func TestNtorV3TwoHandshakesDiffer(t *testing.T) {
 	}
 }
 
-func TestNtorV3PreviousOnionKey(t *testing.T) {
+func TestNtorV3PreviousOnionKey(t *testing.T) { x25519Impls(t, testNtorV3PreviousOnionKey) }
+
+func testNtorV3PreviousOnionKey(t *testing.T) {
 	id, prev := newNtor3Relay(t)
 	cur, err := GenerateOnionKey(rand.Reader)
 	if err != nil {
@@ -423,7 +435,9 @@ func ntor3MustFail(t *testing.T, what string, err error) {
 	}
 }
 
-func TestNtorV3ServerRejects(t *testing.T) {
+func TestNtorV3ServerRejects(t *testing.T) { x25519Impls(t, testNtorV3ServerRejects) }
+
+func testNtorV3ServerRejects(t *testing.T) {
 	id, key := newNtor3Relay(t)
 	otherID, otherKey := newNtor3Relay(t)
 	ver := []byte("chive-circuit-v1")
@@ -467,6 +481,10 @@ func TestNtorV3ServerRejects(t *testing.T) {
 }
 
 func TestNtorV3ClientRejectsOtherServer(t *testing.T) {
+	x25519Impls(t, testNtorV3ClientRejectsOtherServer)
+}
+
+func testNtorV3ClientRejectsOtherServer(t *testing.T) {
 	// A reply made by another handshake (a relay that has our onionskin's
 	// keys but answers another client) must not authenticate.
 	v := loadNtor3Vectors(t)
@@ -494,7 +512,9 @@ func TestNtorV3ClientRejectsOtherServer(t *testing.T) {
 
 // TestNtorV3FlippedBits flips each bit of the published onionskin and reply
 // in turn; every one must fail with ErrHandshakeFailed.
-func TestNtorV3FlippedBits(t *testing.T) {
+func TestNtorV3FlippedBits(t *testing.T) { x25519Impls(t, testNtorV3FlippedBits) }
+
+func testNtorV3FlippedBits(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	buf := make([]byte, len(v.onionskin))
 	for i := 0; i < 8*len(buf); i++ {
@@ -519,7 +539,9 @@ func TestNtorV3FlippedBits(t *testing.T) {
 	}
 }
 
-func TestNtorV3Truncated(t *testing.T) {
+func TestNtorV3Truncated(t *testing.T) { x25519Impls(t, testNtorV3Truncated) }
+
+func testNtorV3Truncated(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	for n := 0; n < len(v.onionskin); n++ {
 		_, _, err := v.server(v.onionskin[:n:n], nil)
@@ -536,7 +558,9 @@ func TestNtorV3Truncated(t *testing.T) {
 	ntor3MustFail(t, "reply with a byte appended", err)
 }
 
-func TestNtorV3LowOrderKeys(t *testing.T) {
+func TestNtorV3LowOrderKeys(t *testing.T) { x25519Impls(t, testNtorV3LowOrderKeys) }
+
+func testNtorV3LowOrderKeys(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	for _, p := range ntor3LowOrderPoints(t) {
 		// A relay onion key of low order: the client refuses to start.
@@ -563,7 +587,9 @@ func TestNtorV3LowOrderKeys(t *testing.T) {
 	}
 }
 
-func TestNtorV3Respond(t *testing.T) {
+func TestNtorV3Respond(t *testing.T) { x25519Impls(t, testNtorV3Respond) }
+
+func testNtorV3Respond(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	refused := errors.New("delay class not offered")
 	reply, ks, err := v.server(v.onionskin, func([]byte) ([]byte, error) { return nil, refused })
@@ -600,7 +626,9 @@ var errNtor3BadReader = errors.New("entropy source failed")
 
 func (ntor3BadReader) Read([]byte) (int, error) { return 0, errNtor3BadReader }
 
-func TestNtorV3RandFailure(t *testing.T) {
+func TestNtorV3RandFailure(t *testing.T) { x25519Impls(t, testNtorV3RandFailure) }
+
+func testNtorV3RandFailure(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	if _, _, err := NewNtorV3Client(ntor3BadReader{}, v.id, v.B, v.ver, v.cm); !errors.Is(err, errNtor3BadReader) {
 		t.Fatalf("client: error = %v, want the reader's", err)
@@ -614,7 +642,9 @@ func TestNtorV3RandFailure(t *testing.T) {
 	}
 }
 
-func TestNtorV3Wipe(t *testing.T) {
+func TestNtorV3Wipe(t *testing.T) { x25519Impls(t, testNtorV3Wipe) }
+
+func testNtorV3Wipe(t *testing.T) {
 	v := loadNtor3Vectors(t)
 	c := v.client(t)
 	if c.x != v.x || c.bx == [32]byte{} {
@@ -713,7 +743,9 @@ func FuzzNtorV3Client(f *testing.F) {
 	})
 }
 
-func BenchmarkNtorV3Client(b *testing.B) {
+func BenchmarkNtorV3Client(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3Client) }
+
+func benchmarkNtorV3Client(b *testing.B) {
 	id, key := newNtor3Relay(b)
 	ver, cm, sm := []byte("chive-circuit-v1"), []byte{1, 2, 3, 4, 5, 6, 7, 8}, []byte{1, 2, 3, 4}
 	var x [32]byte
@@ -743,7 +775,9 @@ func BenchmarkNtorV3Client(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3Server(b *testing.B) {
+func BenchmarkNtorV3Server(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3Server) }
+
+func benchmarkNtorV3Server(b *testing.B) {
 	id, key := newNtor3Relay(b)
 	prev, err := GenerateOnionKey(rand.Reader)
 	if err != nil {
@@ -766,7 +800,9 @@ func BenchmarkNtorV3Server(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3X25519(b *testing.B) {
+func BenchmarkNtorV3X25519(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3X25519) }
+
+func benchmarkNtorV3X25519(b *testing.B) {
 	var s, p, out [32]byte
 	rand.Read(s[:])
 	ntor3X25519Base(&p, &s)
@@ -776,7 +812,9 @@ func BenchmarkNtorV3X25519(b *testing.B) {
 	}
 }
 
-func BenchmarkNtorV3X25519Base(b *testing.B) {
+func BenchmarkNtorV3X25519Base(b *testing.B) { x25519BenchImpls(b, benchmarkNtorV3X25519Base) }
+
+func benchmarkNtorV3X25519Base(b *testing.B) {
 	var s, out [32]byte
 	rand.Read(s[:])
 	b.ReportAllocs()
