@@ -89,8 +89,8 @@ type Authority struct {
 	name         string
 	auths        []layercrypt.RelayID // every configured authority, this one included
 	peers        []peer               // the other authorities
-	period       time.Duration // the voting period
-	initial      time.Duration // the initial voting period, while no usable consensus is held; == period if none
+	period       time.Duration        // the voting period
+	initial      time.Duration        // the initial voting period, while no usable consensus is held; == period if none
 	flags        netdoc.FlagParams
 	descLimits   netdoc.DescriptorLimits
 	maxDescs     int
@@ -133,20 +133,20 @@ func New(cfg *Config, logger *zap.Logger) (*Authority, error) {
 		return nil, err
 	}
 	a := &Authority{
-		log:    logger,
-		unsafe: cfg.Log.UnsafeLogging,
-		key:    key,
-		id:     key.ID(),
-		name:   cfg.Nickname,
+		log:     logger,
+		unsafe:  cfg.Log.UnsafeLogging,
+		key:     key,
+		id:      key.ID(),
+		name:    cfg.Nickname,
 		period:  cfg.VotingPeriod,
 		initial: cfg.InitialVotingPeriod,
-		flags:  cfg.FlagParams(),
-		now:    time.Now,
-		descs:  make(map[layercrypt.RelayID]heldDesc),
-		reach:  make(map[layercrypt.RelayID]reachResult),
-		rounds: make(map[int64]*round),
-		sem:    make(chan struct{}, cfg.Reachability.Concurrency),
-		toTest: make(chan layercrypt.RelayID, 256),
+		flags:   cfg.FlagParams(),
+		now:     time.Now,
+		descs:   make(map[layercrypt.RelayID]heldDesc),
+		reach:   make(map[layercrypt.RelayID]reachResult),
+		rounds:  make(map[int64]*round),
+		sem:     make(chan struct{}, cfg.Reachability.Concurrency),
+		toTest:  make(chan layercrypt.RelayID, 256),
 	}
 	if created {
 		logger.Info("created a new identity key; put its ID in every authority's and client's authorities list",

@@ -441,16 +441,16 @@ func TestConsensusUsable(t *testing.T) {
 		want   error
 		msg    string
 	}{
-		{"three with an exit", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run | FlagExit)}, va, nil, ""},
-		{"at valid-until", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run | FlagExit)}, vu, nil, ""},
-		{"two", []ConsensusEntry{entry("a", run), entry("c", run | FlagExit)}, va, ErrUnusable,
+		{"three with an exit", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, va, nil, ""},
+		{"at valid-until", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, vu, nil, ""},
+		{"two", []ConsensusEntry{entry("a", run), entry("c", run|FlagExit)}, va, ErrUnusable,
 			"it lists 2 Running relays (1 of them exits); a circuit needs 3, one an exit"},
 		{"no exit", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run)}, va, ErrUnusable,
 			"it lists 3 Running relays (0 of them exits)"},
-		{"exit not running", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run), entry("d", FlagValid | FlagExit)}, va, ErrUnusable,
+		{"exit not running", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run), entry("d", FlagValid|FlagExit)}, va, ErrUnusable,
 			"it lists 3 Running relays (0 of them exits)"},
-		{"expired", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run | FlagExit)}, vu.Add(time.Second), ErrExpired, "consensus expired"},
-		{"not yet valid", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run | FlagExit)}, va.Add(-time.Second), ErrNotYetValid, "not valid until"},
+		{"expired", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, vu.Add(time.Second), ErrExpired, "consensus expired"},
+		{"not yet valid", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, va.Add(-time.Second), ErrNotYetValid, "not valid until"},
 	} {
 		c := &Consensus{ValidAfter: va, FreshUntil: fu, ValidUntil: vu, VotingPeriod: time.Hour, Relays: tc.relays}
 		err := c.Usable(tc.now)
