@@ -370,7 +370,7 @@ func TestSampleConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Nickname != fmt.Sprintf("auth%d", n) || c.VotingPeriod != time.Hour || c.Listen != ":7000" ||
+		if c.Nickname != fmt.Sprintf("auth%d", n) || c.VotingPeriod != time.Hour || c.InitialVotingPeriod != time.Hour || c.Listen != ":7000" ||
 			c.Testnet || c.MetricsListen != "127.0.0.1:9037" || len(c.Authorities) != 3 {
 			t.Errorf("%s: %+v", path, c)
 		}
