@@ -53,9 +53,9 @@ type reachResult struct {
 }
 
 // round is the voting round for the consensus that becomes valid at va.
-// Its fields are guarded by Authority.mu, except period, which runRound
-// sets before the round's steps and only the goroutine running the rounds
-// reads.
+// Its fields are guarded by Authority.mu, except period and late, which
+// runRound sets before the round's steps and only the goroutine running
+// the rounds reads.
 type round struct {
 	va        time.Time
 	period    time.Duration // the schedule's period: the round is [va-period, va), its steps eighths of it
@@ -67,6 +67,7 @@ type round struct {
 	published bool
 	given     bool // gave up publishing (counted as a failure)
 	recovered bool // fetched the other authorities' consensus after this round failed
+	late      bool // this authority joined the round after its voting closed
 }
 
 // phase returns the time of step eighths/8 of r (see the constants below).
@@ -454,6 +455,7 @@ func (a *Authority) runRound(ctx context.Context, va time.Time, period time.Dura
 	a.mu.Lock()
 	r := a.roundLocked(va)
 	r.period = period
+	r.late = !a.now().Before(r.phase(phaseCloseVoting))
 	// Rounds are kept one voting period after their consensus was due,
 	// for late signatures and for anyone still asking for their votes.
 	for k, old := range a.rounds {

@@ -137,6 +137,12 @@ func (a *Authority) compute(ctx context.Context, r *round) {
 			a.log.Info("started during this voting round, too late to take part in it", zap.Time("valid_after", r.va))
 			return
 		}
+		if len(votes) == 0 && r.late {
+			// Joined after voting closed (on switching schedules), and
+			// no other authority had votes for this round either.
+			a.log.Info("joined this voting round after it closed; no votes to compute from", zap.Time("valid_after", r.va))
+			return
+		}
 		a.m.consensusFailures.WithLabelValues("votes").Inc()
 		a.log.Warn("no consensus for this period; clients keep the previous one",
 			zap.Time("valid_after", r.va), zap.Int("votes", len(votes)), zap.Int("authorities", len(a.auths)), zap.Error(err))

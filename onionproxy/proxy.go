@@ -605,7 +605,9 @@ func (p *Proxy) refreshDelay(c *netdoc.Consensus) time.Duration {
 
 // fetchUntilOK fetches until a consensus verifies (true) or ctx ends
 // (false), backing off between attempts and saying clearly what is wrong.
-// While no usable consensus is held it retries quickly (bootstrapRetryMin).
+// While no usable consensus is held (also once the one held expires) it
+// retries quickly (bootstrapRetryMin); while a usable one is held, at
+// least four times before it expires.
 func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 	quick := !p.usable(p.cons.Load())
 	attempt := 0
@@ -635,6 +637,15 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 		p.setBootErr(msg)
 		attempt++
 		held := p.consensus()
+		if !quick && !p.usable(p.cons.Load()) {
+			// The consensus held expired meanwhile.
+			quick, wait, maxWait = true, bootstrapRetryMin, bootstrapRetryMax
+		}
+		if held != nil && !quick {
+			// Try at least four more times before the held consensus
+			// expires.
+			wait = max(min(wait, held.ValidUntil.Sub(p.opts.now())/4), bootstrapRetryMin)
+		}
 		switch {
 		case bootstrapping:
 			// The quick first retries are logged once: a network that
@@ -660,10 +671,6 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 		case <-t.C:
 		}
 		wait = nextRetry(wait, quick, maxWait)
-		// Try at least four more times before the held consensus expires.
-		if held := p.consensus(); held != nil && !quick {
-			wait = max(min(wait, held.ValidUntil.Sub(p.opts.now())/4), time.Second)
-		}
 	}
 }
 
