@@ -13,7 +13,8 @@
 // Refresh timing follows Tor's client: a consensus is fresh until
 // fresh-until (one voting period after valid-after) and usable until
 // valid-until (three periods). The client fetches a new one at a random
-// moment in the first half of [fresh-until, valid-until], retries with
+// moment in the first half of [fresh-until, valid-until] (soon, while the
+// one it holds is not usable: netdoc.Consensus.Usable), retries with
 // backoff when no authority has a newer one, and keeps using the one it
 // holds until it expires, saying so in the log.
 package dirclient
@@ -380,12 +381,15 @@ func (c *Client) store(raw []byte) {
 // Run's goroutine) with every newer consensus, the cached one first if it
 // is still valid. It fetches at a random moment in the first half of
 // [fresh-until, valid-until] of the held consensus, at once when it holds
-// none or an expired one, and retries with exponential backoff (RetryMin
-// to RetryMax, but at least four times before the held one expires) while
-// no authority has a newer one. Each failed attempt is logged: a warning
-// "no fresh consensus available; keeping the cached one" while the held
-// consensus is still valid, an error once it has expired. It returns
-// ctx.Err().
+// none or an expired one, after RetryMin when the held one is not usable
+// (netdoc.Consensus.Usable: too few Running relays; a network whose
+// authorities are on their initial voting schedule soon has a better
+// one), and retries with exponential backoff (RetryMin to RetryMax, but at
+// least four times before the held one expires) while no authority has a
+// newer one. Each failed attempt is logged: a warning "no fresh consensus
+// available; keeping the cached one" while the held consensus is still
+// valid and usable (debug while it is not), an error once it has expired.
+// It returns ctx.Err().
 func (c *Client) Run(ctx context.Context, onUpdate func(*netdoc.Consensus)) error {
 	if onUpdate == nil {
 		onUpdate = func(*netdoc.Consensus) {}
@@ -402,7 +406,7 @@ func (c *Client) Run(ctx context.Context, onUpdate func(*netdoc.Consensus)) erro
 	retry := c.retry[0]
 	var wait time.Duration
 	if h := c.held(); h != nil {
-		wait = c.refreshDelay(h)
+		wait = c.nextFetch(h, retry)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -420,19 +424,23 @@ func (c *Client) Run(ctx context.Context, onUpdate func(*netdoc.Consensus)) erro
 				zap.Int("relays", len(cons.Relays)), zap.Int("signatures", len(cons.Signatures)))
 			onUpdate(cons)
 			retry = c.retry[0]
-			timer.Reset(c.refreshDelay(cons))
+			timer.Reset(c.nextFetch(cons, retry))
 			continue
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err == nil {
+		same := err == nil // the authorities answered with the one held
+		if same {
 			err = fmt.Errorf("%w: the authorities still serve the consensus valid after %s",
 				ErrNoConsensus, cons.ValidAfter.Format(time.RFC3339))
 		}
 		delay := retry
 		retry = min(2*retry, c.retry[1])
-		if cur := c.Current(); cur != nil {
+		if cur := c.Current(); cur != nil && same && cur.Usable(c.now()) != nil {
+			c.log.Debug("no usable consensus available yet; keeping the one held",
+				zap.NamedError("held", cur.Usable(c.now())), zap.Duration("retry_in", delay), zap.Error(err))
+		} else if cur != nil {
 			c.log.Warn("no fresh consensus available; keeping the cached one",
 				zap.Time("valid_until", cur.ValidUntil), zap.Duration("retry_in", delay), zap.Error(err))
 			// Try a few more times before it expires.
@@ -445,6 +453,15 @@ func (c *Client) Run(ctx context.Context, onUpdate func(*netdoc.Consensus)) erro
 		}
 		timer.Reset(delay)
 	}
+}
+
+// nextFetch returns how long Run waits before fetching the successor of
+// cons: retry if cons is valid but not usable, else refreshDelay.
+func (c *Client) nextFetch(cons *netdoc.Consensus, retry time.Duration) time.Duration {
+	if err := cons.Usable(c.now()); errors.Is(err, netdoc.ErrUnusable) {
+		return min(retry, c.refreshDelay(cons))
+	}
+	return c.refreshDelay(cons)
 }
 
 // refreshDelay returns how long to wait before fetching the successor of

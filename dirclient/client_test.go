@@ -59,29 +59,47 @@ func newFixture(tb testing.TB) *fixture {
 
 // consensus computes the consensus for the period starting at va from the
 // three configured authorities' votes (one relay), signed by signers.
+// consensus is a usable consensus (three Running relays, one an exit)
+// valid from va, signed by signers.
 func (f *fixture) consensus(tb testing.TB, va time.Time, period time.Duration, signers ...*layercrypt.IdentityKey) *netdoc.Consensus {
+	return f.consensusOf(tb, va, period, []string{"relay", "relay2", "exit"}, signers...)
+}
+
+// consensusOf is a consensus listing the named relays as Running (those
+// whose name starts with "exit" as exits).
+func (f *fixture) consensusOf(tb testing.TB, va time.Time, period time.Duration, names []string, signers ...*layercrypt.IdentityKey) *netdoc.Consensus {
 	tb.Helper()
-	rk := key(tb, "relay")
 	onion := sha256.Sum256([]byte("chive dirclient test onion"))
 	ok, err := layercrypt.OnionKeyFromBytes(onion[:])
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &netdoc.Descriptor{
-		Nickname:     "relay",
-		ID:           rk.ID(),
-		Published:    va.Add(-period),
-		Protocols:    netdoc.Protocols{{Name: "Circuit", Versions: netdoc.Versions(1)}, {Name: "Link", Versions: netdoc.Versions(1)}, {Name: "Relay", Versions: netdoc.Versions(1)}},
-		Addr:         netip.MustParseAddrPort("127.0.0.1:9001"),
-		OnionKey:     ok.Public(),
-		Bandwidth:    1000,
-		DelayClasses: []uint8{0},
-		Policy:       exitpolicy.RejectAll,
+	var descs []*netdoc.Descriptor
+	reachable := make(map[layercrypt.RelayID]bool)
+	for i, name := range names {
+		rk := key(tb, name)
+		pol := exitpolicy.RejectAll
+		if strings.HasPrefix(name, "exit") {
+			pol = exitpolicy.AcceptAll
+		}
+		d := &netdoc.Descriptor{
+			Nickname:     name,
+			ID:           rk.ID(),
+			Published:    va.Add(-period),
+			Protocols:    netdoc.Protocols{{Name: "Circuit", Versions: netdoc.Versions(1)}, {Name: "Link", Versions: netdoc.Versions(1)}, {Name: "Relay", Versions: netdoc.Versions(1)}},
+			Addr:         netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(9001+i)),
+			OnionKey:     ok.Public(),
+			Bandwidth:    1000,
+			DelayClasses: []uint8{0},
+			Policy:       pol,
+		}
+		if _, err := d.Sign(rk); err != nil {
+			tb.Fatal(err)
+		}
+		descs = append(descs, d)
+		reachable[rk.ID()] = true
 	}
-	if _, err := d.Sign(rk); err != nil {
-		tb.Fatal(err)
-	}
-	entries, err := netdoc.AssignFlags([]*netdoc.Descriptor{d}, map[layercrypt.RelayID]bool{rk.ID(): true}, va, netdoc.TestnetFlagParams())
+	entries, err := netdoc.AssignFlags(descs, reachable, va, netdoc.TestnetFlagParams())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -257,7 +275,7 @@ func TestFetchAcceptsAndCaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.ValidAfter.Equal(testVA) || len(got.Relays) != 1 || len(got.Signatures) != 2 {
+	if !got.ValidAfter.Equal(testVA) || len(got.Relays) != 3 || len(got.Signatures) != 2 {
 		t.Fatalf("got valid after %s, %d relays, %d signatures", got.ValidAfter, len(got.Relays), len(got.Signatures))
 	}
 	if c.Current() != got {
@@ -410,6 +428,65 @@ func TestRun(t *testing.T) {
 		fa.serve(200, second.Encode())
 	}
 	wait(va.Add(period))
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v", err)
+	}
+}
+
+// TestRunUnusable: while the consensus held lists too few relays to build
+// a circuit, Run fetches again after RetryMin rather than at fresh-until
+// (an hour away here), and picks up the usable one as soon as it is served.
+func TestRunUnusable(t *testing.T) {
+	f := newFixture(t)
+	const period = time.Hour
+	va := netdoc.PeriodStart(time.Now(), time.Second)
+	thin := f.consensusOf(t, va.Add(-time.Second), period, []string{"relay", "exit"}, f.auths[0], f.auths[1])
+	if err := thin.Usable(time.Now()); !errors.Is(err, netdoc.ErrUnusable) {
+		t.Fatalf("thin consensus: Usable = %v, want ErrUnusable", err)
+	}
+	full := f.consensus(t, va, period, f.auths[0], f.auths[1])
+	fakes, auths := network(t, f)
+	for _, fa := range fakes {
+		fa.serve(200, thin.Encode())
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	c, err := New(Config{Authorities: auths, Log: zap.New(core), RequestTimeout: time.Second,
+		RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates := make(chan *netdoc.Consensus, 4)
+	done := make(chan error)
+	go func() { done <- c.Run(ctx, func(c *netdoc.Consensus) { updates <- c }) }()
+	for _, want := range []*netdoc.Consensus{thin, full} {
+		select {
+		case u := <-updates:
+			if !u.ValidAfter.Equal(want.ValidAfter) || len(u.Relays) != len(want.Relays) {
+				t.Fatalf("update valid after %s with %d relays, want %s with %d", u.ValidAfter, len(u.Relays), want.ValidAfter, len(want.Relays))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no update valid after %s", want.ValidAfter)
+		}
+		if want == thin {
+			// Asked again while the thin one is all there is: quietly.
+			deadline := time.Now().Add(10 * time.Second)
+			for logs.FilterMessage("no usable consensus available yet; keeping the one held").Len() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("Run did not fetch again while the consensus held was not usable")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for _, fa := range fakes {
+				fa.serve(200, full.Encode())
+			}
+		}
+	}
+	if n := logs.FilterMessage("no fresh consensus available; keeping the cached one").Len(); n != 0 {
+		t.Errorf("%d warnings while waiting for a usable consensus, want none", n)
+	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run returned %v", err)

@@ -199,7 +199,7 @@ func TestVoteUpload(t *testing.T) {
 		{"a second, different vote", v2b, 409, "this authority already holds a different vote from " + fixedKey(t, "a2").ID().String()},
 		{"unknown authority", stranger, 400, "refused: netdoc: vote: not a configured authority"},
 		{"forged", forged, 400, "refused: netdoc: vote: bad signature"},
-		{"wrong period", late, 409, "refused: a vote for the period starting " + va.Add(period).Format(time.RFC3339) + ", but this authority takes votes for the period starting " + va.Format(time.RFC3339)},
+		{"wrong period", late, 409, "refused: a vote for the period starting " + va.Add(period).Format(time.RFC3339) + ", but this authority, on its normal schedule (voting_period 1h0m0s), takes votes for the period starting " + va.Format(time.RFC3339)},
 		{"garbage", []byte("chive-vote 2\n"), 400, "refused: netdoc: vote line 1"},
 	} {
 		st, msg := a.acceptVote(tc.body)
@@ -210,8 +210,79 @@ func TestVoteUpload(t *testing.T) {
 	// After voting closed.
 	a.now = func() time.Time { return va.Add(-period / 2) }
 	_, v3 := testVote(t, fixedKey(t, "a3"), va, period, 1000)
-	if st, msg := a.acceptVote(v3); st != http.StatusConflict || !strings.Contains(msg, "this authority takes votes for the period starting") {
+	if st, msg := a.acceptVote(v3); st != http.StatusConflict || !strings.Contains(msg, "takes votes for the period starting "+va.Add(period).Format(time.RFC3339)) {
 		t.Errorf("after the deadline: %d %q", st, msg)
+	}
+}
+
+// usableConsensus is a consensus valid from va for three voting periods
+// that lists three Running relays, one an exit.
+func usableConsensus(t testing.TB, va time.Time, period time.Duration) *netdoc.Consensus {
+	fu, vu := netdoc.PeriodTimes(va, period)
+	c := &netdoc.Consensus{ValidAfter: va, FreshUntil: fu, ValidUntil: vu, VotingPeriod: period}
+	for i, name := range []string{"r1", "r2", "r3"} {
+		f := netdoc.FlagRunning | netdoc.FlagValid
+		if i == 0 {
+			f |= netdoc.FlagExit
+		}
+		c.Relays = append(c.Relays, netdoc.ConsensusEntry{RelayStatus: netdoc.RelayStatus{Nickname: name, ID: fixedKey(t, name).ID(), Flags: f}})
+	}
+	if err := c.Usable(va); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestVoteSchedule: an authority without a usable consensus takes votes
+// for the rounds of its initial schedule and refuses those of the normal
+// one; once it holds a usable consensus, the other way round.
+func TestVoteSchedule(t *testing.T) {
+	a := fixedAuthority(t, 0, "a1", "a2", "a3")
+	period, initial := 10*time.Second, 2*time.Second
+	a.period, a.initial = period, initial
+	// 1s into the initial round for iva, 7s into the normal round for nva.
+	nva := netdoc.PeriodStart(time.Now(), period).Add(period)
+	iva := nva.Add(-2 * initial)
+	now := iva.Add(-initial).Add(initial / 4)
+	a.now = func() time.Time { return now }
+	_, initialVote := testVote(t, fixedKey(t, "a2"), iva, period, 1000)
+	_, normalVote := testVote(t, fixedKey(t, "a2"), nva, period, 1000)
+	if st, msg := a.acceptVote(normalVote); st != http.StatusConflict ||
+		!strings.Contains(msg, "on its initial schedule (initial_voting_period 2s, until it holds a usable consensus), takes votes for the period starting "+iva.Format(time.RFC3339)) {
+		t.Errorf("normal vote on the initial schedule: %d %q", st, msg)
+	}
+	if st, msg := a.acceptVote(initialVote); st != http.StatusOK {
+		t.Errorf("initial vote on the initial schedule: %d %q", st, msg)
+	}
+	// A consensus that is not usable (too few relays) keeps the initial
+	// schedule.
+	unusable := usableConsensus(t, iva.Add(-initial), period)
+	unusable.Relays = unusable.Relays[:2]
+	a.mu.Lock()
+	a.current = unusable
+	a.mu.Unlock()
+	if p := a.schedule(now); p != initial {
+		t.Errorf("schedule with an unusable consensus: %s, want %s", p, initial)
+	}
+	a.mu.Lock()
+	a.current = usableConsensus(t, iva.Add(-initial), period)
+	a.mu.Unlock()
+	if p := a.schedule(now); p != period {
+		t.Errorf("schedule with a usable consensus: %s, want %s", p, period)
+	}
+	_, initialVote3 := testVote(t, fixedKey(t, "a3"), iva, period, 1000)
+	if st, msg := a.acceptVote(initialVote3); st != http.StatusConflict ||
+		!strings.Contains(msg, "on its normal schedule (voting_period 10s), takes votes for the period starting "+nva.Format(time.RFC3339)+
+			" from "+nva.Add(-period).Format(time.RFC3339)+" to "+nva.Add(-period/2).Format(time.RFC3339)) {
+		t.Errorf("initial vote on the normal schedule: %d %q", st, msg)
+	}
+	if st, msg := a.acceptVote(normalVote); st != http.StatusOK {
+		t.Errorf("normal vote on the normal schedule: %d %q", st, msg)
+	}
+	// Signatures for a round of the other schedule find no round.
+	st, msg := a.acceptSignature(iva.Add(initial), netdoc.Signature{Authority: fixedKey(t, "a2").ID()})
+	if st != http.StatusConflict || !strings.Contains(msg, "on its normal schedule (voting_period 10s), has no voting round for the period starting") {
+		t.Errorf("signature for an initial round on the normal schedule: %d %q", st, msg)
 	}
 }
 
@@ -299,7 +370,7 @@ func TestSampleConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Nickname != fmt.Sprintf("auth%d", n) || c.VotingPeriod != time.Hour || c.Listen != ":7000" ||
+		if c.Nickname != fmt.Sprintf("auth%d", n) || c.VotingPeriod != time.Hour || c.InitialVotingPeriod != time.Hour || c.Listen != ":7000" ||
 			c.Testnet || c.MetricsListen != "127.0.0.1:9037" || len(c.Authorities) != 3 {
 			t.Errorf("%s: %+v", path, c)
 		}
@@ -322,6 +393,11 @@ func TestConfigErrors(t *testing.T) {
 		{base + "votingperiod: 10s\n", `unknown key "votingperiod"`},
 		{base + "voting_period: 1500ms\n", `config key "voting_period": 1.5s: use whole seconds`},
 		{base + "voting_period: 0.5s\n", `config key "voting_period"`},
+		{base + "voting_period: 10s\ninitial_voting_period: 3s\n", `config key "initial_voting_period": 3s: use whole seconds, at least 1s, that divide voting_period (10s)`},
+		{base + "voting_period: 10s\ninitial_voting_period: 20s\n", `config key "initial_voting_period": 20s`},
+		{base + "voting_period: 10s\ninitial_voting_period: 1500ms\n", `config key "initial_voting_period": 1.5s`},
+		{base + "voting_period: 10s\ninitial_voting_period: 0.5s\n", `config key "initial_voting_period": 500ms`},
+		{base + "initial_voting_period: -1s\n", `config key "initial_voting_period": -1s`},
 		{strings.Replace(base, "nickname: a1", "nickname: my-auth", 1), `config key "nickname": "my-auth"`},
 		{strings.Replace(base, "data_dir: /tmp/x\n", "", 1), `config key "data_dir": required`},
 		{strings.Replace(base, id, "not-an-id", 1), `config key "authorities[0].id": "not-an-id" is not an authority ID`},
@@ -350,8 +426,15 @@ func TestConfigErrors(t *testing.T) {
 	}
 	want := netdoc.TestnetFlagParams()
 	want.StableMinUptime = time.Hour
-	if c.FlagParams() != want || c.VotingPeriod != time.Hour || c.Listen != ":7000" {
+	if c.FlagParams() != want || c.VotingPeriod != time.Hour || c.InitialVotingPeriod != time.Hour || c.Listen != ":7000" {
 		t.Errorf("defaults: %+v, flags %+v", c, c.FlagParams())
+	}
+	c = Config{}
+	if err := config.Decode(strings.NewReader(base+"voting_period: 10s\ninitial_voting_period: 2s\n"), "t.yaml", &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Complete(); err != nil || c.InitialVotingPeriod != 2*time.Second || c.VotingPeriod != 10*time.Second {
+		t.Errorf("initial_voting_period 2s: %v, %+v", err, c)
 	}
 }
 

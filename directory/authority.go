@@ -53,9 +53,12 @@ type reachResult struct {
 }
 
 // round is the voting round for the consensus that becomes valid at va.
-// Its fields are guarded by Authority.mu.
+// Its fields are guarded by Authority.mu, except period and late, which
+// runRound sets before the round's steps and only the goroutine running
+// the rounds reads.
 type round struct {
 	va        time.Time
+	period    time.Duration // the schedule's period: the round is [va-period, va), its steps eighths of it
 	votes     map[layercrypt.RelayID]heldVote
 	cons      *netdoc.Consensus // computed consensus, with the signatures collected; nil before
 	body      []byte            // cons.Body()
@@ -63,6 +66,17 @@ type round struct {
 	failed    bool // the consensus could not be computed
 	published bool
 	given     bool // gave up publishing (counted as a failure)
+	recovered bool // fetched the other authorities' consensus after this round failed
+	late      bool // this authority joined the round after its voting closed
+}
+
+// phase returns the time of step eighths/8 of r (see the constants below).
+func (r *round) phase(eighths int) time.Time { return phaseTime(r.va, r.period, eighths) }
+
+// phaseTime returns the time of step eighths/8 of the round of the given
+// period whose consensus becomes valid at va.
+func phaseTime(va time.Time, period time.Duration, eighths int) time.Time {
+	return va.Add(-period).Add(period * time.Duration(eighths) / 8)
 }
 
 // Authority is a directory authority: it takes relay descriptors, tests
@@ -76,7 +90,8 @@ type Authority struct {
 	name         string
 	auths        []layercrypt.RelayID // every configured authority, this one included
 	peers        []peer               // the other authorities
-	period       time.Duration
+	period       time.Duration        // the voting period
+	initial      time.Duration        // the initial voting period, while no usable consensus is held; == period if none
 	flags        netdoc.FlagParams
 	descLimits   netdoc.DescriptorLimits
 	maxDescs     int
@@ -119,19 +134,20 @@ func New(cfg *Config, logger *zap.Logger) (*Authority, error) {
 		return nil, err
 	}
 	a := &Authority{
-		log:    logger,
-		unsafe: cfg.Log.UnsafeLogging,
-		key:    key,
-		id:     key.ID(),
-		name:   cfg.Nickname,
-		period: cfg.VotingPeriod,
-		flags:  cfg.FlagParams(),
-		now:    time.Now,
-		descs:  make(map[layercrypt.RelayID]heldDesc),
-		reach:  make(map[layercrypt.RelayID]reachResult),
-		rounds: make(map[int64]*round),
-		sem:    make(chan struct{}, cfg.Reachability.Concurrency),
-		toTest: make(chan layercrypt.RelayID, 256),
+		log:     logger,
+		unsafe:  cfg.Log.UnsafeLogging,
+		key:     key,
+		id:      key.ID(),
+		name:    cfg.Nickname,
+		period:  cfg.VotingPeriod,
+		initial: cfg.InitialVotingPeriod,
+		flags:   cfg.FlagParams(),
+		now:     time.Now,
+		descs:   make(map[layercrypt.RelayID]heldDesc),
+		reach:   make(map[layercrypt.RelayID]reachResult),
+		rounds:  make(map[int64]*round),
+		sem:     make(chan struct{}, cfg.Reachability.Concurrency),
+		toTest:  make(chan layercrypt.RelayID, 256),
 	}
 	if created {
 		logger.Info("created a new identity key; put its ID in every authority's and client's authorities list",
@@ -327,11 +343,23 @@ func (a *Authority) run(ctx context.Context) error {
 		a.testUploads(ctx)
 	}()
 	a.log.Info("directory authority running", zap.String("nickname", a.name), zap.String("id", a.id.String()),
-		zap.Int("authorities", len(a.auths)), zap.Duration("voting_period", a.period))
+		zap.Int("authorities", len(a.auths)), zap.Duration("voting_period", a.period),
+		zap.Duration("initial_voting_period", a.initial))
 
+	var prev *round
+	var last time.Duration
 	for ctx.Err() == nil {
-		va := netdoc.PeriodStart(a.now(), a.period).Add(a.period)
-		a.runRound(ctx, va)
+		now := a.now()
+		p := a.schedule(now)
+		if p != last && a.initial != a.period {
+			if p == a.initial {
+				a.log.Info("voting on the initial schedule until a usable consensus is held", zap.Duration("period", p))
+			} else {
+				a.log.Info("holding a usable consensus: voting on the normal schedule", zap.Duration("period", p))
+			}
+		}
+		last = p
+		prev = a.runRound(ctx, netdoc.PeriodStart(now, p).Add(p), p, prev)
 	}
 
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -372,10 +400,36 @@ func (a *Authority) sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// phase returns the time of step num/8 of the round for va.
-func (a *Authority) phase(va time.Time, eighths int) time.Time {
-	return va.Add(-a.period).Add(a.period * time.Duration(eighths) / 8)
+// schedule returns the period of the voting schedule this authority is on
+// at now: the initial voting period while the consensus it holds is not
+// usable (netdoc.Consensus.Usable: none, expired, or too few Running
+// relays), the voting period once it is. Consensuses made on either
+// schedule carry the voting period and its fresh-until and valid-until,
+// so the first normal round, at most two voting periods after the switch,
+// comes well inside the validity of the last initial consensus.
+func (a *Authority) schedule(now time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.scheduleLocked(now)
 }
+
+func (a *Authority) scheduleLocked(now time.Time) time.Duration {
+	if a.initial == a.period || a.current != nil && a.current.Usable(now) == nil {
+		return a.period
+	}
+	return a.initial
+}
+
+// scheduleName describes the schedule of period p in messages.
+func (a *Authority) scheduleName(p time.Duration) string {
+	if p == a.period {
+		return fmt.Sprintf("its normal schedule (voting_period %s)", p)
+	}
+	return fmt.Sprintf("its initial schedule (initial_voting_period %s, until it holds a usable consensus)", p)
+}
+
+// roundTimeout bounds one request to another authority during r.
+func (a *Authority) roundTimeout(r *round) time.Duration { return min(a.reqTimeout, r.period/8) }
 
 // The round's timeline, in eighths of the voting period after its start
 // s = va - period (see the package documentation):
@@ -390,16 +444,20 @@ const (
 	phaseLatePublish = 9 // (in the next period) last try for a consensus that lacked signatures
 )
 
-// runRound takes part in the round for the consensus valid after va, from
-// wherever in it the authority is now, and returns at va. A round that
-// lacked signatures at va gets a last try at phaseLatePublish.
-func (a *Authority) runRound(ctx context.Context, va time.Time) {
-	s := va.Add(-a.period)
+// runRound takes part in the round of the given period for the consensus
+// valid after va, from wherever in it the authority is now, and returns
+// the round at va. The previous round, prev, if it lacked signatures at
+// its valid-after, gets a last try at its phaseLatePublish. A round that
+// fails while the authority holds no usable consensus makes it fetch the
+// consensus of the other authorities (recoverConsensus).
+func (a *Authority) runRound(ctx context.Context, va time.Time, period time.Duration, prev *round) *round {
+	s := va.Add(-period)
 	a.mu.Lock()
 	r := a.roundLocked(va)
-	prev := a.rounds[s.Unix()]
-	// Rounds are kept one period after their consensus was due, for
-	// late signatures and for anyone still asking for their votes.
+	r.period = period
+	r.late = !a.now().Before(r.phase(phaseCloseVoting))
+	// Rounds are kept one voting period after their consensus was due,
+	// for late signatures and for anyone still asking for their votes.
 	for k, old := range a.rounds {
 		if old.va.Before(s.Add(-a.period)) {
 			delete(a.rounds, k)
@@ -410,50 +468,53 @@ func (a *Authority) runRound(ctx context.Context, va time.Time) {
 		a.log.Warn("could not prune stored votes", zap.Error(err))
 	}
 
-	if a.now().Before(a.phase(va, phaseCloseVoting)) && !a.hasVote(r, a.id) {
-		if !a.sleepUntil(ctx, a.phase(va, phaseVote)) {
-			return
+	if a.now().Before(r.phase(phaseCloseVoting)) && !a.hasVote(r, a.id) {
+		if !a.sleepUntil(ctx, r.phase(phaseVote)) {
+			return r
 		}
-		if a.now().Before(a.phase(va, phaseCloseVoting)) {
+		if a.now().Before(r.phase(phaseCloseVoting)) {
 			a.vote(ctx, r)
 		}
 	}
-	if prev != nil {
+	if prev != nil && prev != r {
 		a.lastTry(ctx, prev)
 	}
-	if a.now().Before(a.phase(va, phaseCloseVoting)) {
-		if !a.sleepUntil(ctx, a.phase(va, phaseFetchVotes)) {
-			return
+	if a.now().Before(r.phase(phaseCloseVoting)) {
+		if !a.sleepUntil(ctx, r.phase(phaseFetchVotes)) {
+			return r
 		}
-		a.fetchVotes(ctx, r, false, a.phase(va, phaseCloseVoting))
+		a.fetchVotes(ctx, r, false, r.phase(phaseCloseVoting))
 	}
-	if !a.sleepUntil(ctx, a.phase(va, phaseCloseVoting)) {
-		return
+	if !a.sleepUntil(ctx, r.phase(phaseCloseVoting)) {
+		return r
 	}
 	// Twice: the second pass picks up votes that an authority whose clock
 	// is a little behind took after this one's first pass asked it.
-	second := a.phase(va, phaseCloseVoting).Add(a.period / 16)
-	a.fetchVotes(ctx, r, true, laterOf(second, a.now().Add(a.period/16)))
+	second := r.phase(phaseCloseVoting).Add(period / 16)
+	a.fetchVotes(ctx, r, true, laterOf(second, a.now().Add(period/16)))
 	if !a.sleepUntil(ctx, second) {
-		return
+		return r
 	}
-	a.fetchVotes(ctx, r, true, laterOf(a.phase(va, phaseCompute), a.now().Add(a.period/16)))
-	if !a.sleepUntil(ctx, a.phase(va, phaseCompute)) {
-		return
+	a.fetchVotes(ctx, r, true, laterOf(r.phase(phaseCompute), a.now().Add(period/16)))
+	if !a.sleepUntil(ctx, r.phase(phaseCompute)) {
+		return r
 	}
 	a.compute(ctx, r)
+	a.recoverIfFailed(ctx, r)
 	for _, p := range []int{phaseFetchSigs1, phaseFetchSigs2} {
-		if !a.sleepUntil(ctx, a.phase(va, p)) {
-			return
+		if !a.sleepUntil(ctx, r.phase(p)) {
+			return r
 		}
 		a.fetchSignatures(ctx, r)
 	}
 	if !a.sleepUntil(ctx, va) {
-		return
+		return r
 	}
 	a.mu.Lock()
 	a.tryPublishLocked(r)
 	a.mu.Unlock()
+	a.recoverIfFailed(ctx, r)
+	return r
 }
 
 // lastTry gives a consensus that lacked signatures at its valid-after one
@@ -465,7 +526,7 @@ func (a *Authority) lastTry(ctx context.Context, r *round) {
 	if !pending {
 		return
 	}
-	if !a.sleepUntil(ctx, a.phase(r.va, phaseLatePublish)) {
+	if !a.sleepUntil(ctx, r.phase(phaseLatePublish)) {
 		return
 	}
 	a.fetchSignatures(ctx, r)
@@ -532,5 +593,5 @@ func (a *Authority) vote(ctx context.Context, r *round) {
 		}
 	}
 	a.log.Info("voted", zap.Time("valid_after", r.va), zap.Int("relays", len(entries)), zap.Int("running", running))
-	a.broadcast(ctx, "vote", func(p peer) (string, []byte) { return p.base + votePath, raw })
+	a.broadcast(ctx, a.roundTimeout(r), "vote", func(p peer) (string, []byte) { return p.base + votePath, raw })
 }

@@ -44,6 +44,16 @@ type Config struct {
 	// VotingPeriod is how often a consensus is made (default 1h); whole
 	// seconds, at least 1s. Every authority must use the same value.
 	VotingPeriod time.Duration `yaml:"voting_period"`
+	// InitialVotingPeriod is the voting period used while this authority
+	// holds no usable consensus (netdoc.Consensus.Usable: valid now, at
+	// least three Running relays, one a Running Exit), as C tor's
+	// TestingV3AuthInitialVotingInterval: a new network gets its first
+	// usable consensus within a few initial periods instead of one to two
+	// voting periods. Whole seconds, at least 1s, dividing VotingPeriod;
+	// default VotingPeriod (no separate initial schedule). Every
+	// authority should use the same value, and each eighth of it must be
+	// long enough for one request between authorities.
+	InitialVotingPeriod time.Duration `yaml:"initial_voting_period"`
 	// Testnet selects netdoc.TestnetFlagParams instead of
 	// netdoc.DefaultFlagParams: private addresses are Valid and every
 	// reachable relay is Fast, Stable and Guard.
@@ -118,6 +128,9 @@ func (c *Config) Complete() error {
 	if c.VotingPeriod == 0 {
 		c.VotingPeriod = DefaultVotingPeriod
 	}
+	if c.InitialVotingPeriod == 0 {
+		c.InitialVotingPeriod = c.VotingPeriod
+	}
 	if c.Reachability.Timeout == 0 {
 		c.Reachability.Timeout = DefaultReachabilityTimeout
 	}
@@ -148,6 +161,10 @@ func (c *Config) validate() error {
 	if c.VotingPeriod < MinVotingPeriod || c.VotingPeriod > netdoc.MaxVotingPeriod || c.VotingPeriod%time.Second != 0 {
 		return config.Errorf("voting_period", "%s: use whole seconds between %s and %s (1h on a public network, e.g. 10s in a testnet)",
 			c.VotingPeriod, MinVotingPeriod, netdoc.MaxVotingPeriod)
+	}
+	if ip := c.InitialVotingPeriod; ip < MinVotingPeriod || ip%time.Second != 0 || ip > c.VotingPeriod || c.VotingPeriod%ip != 0 {
+		return config.Errorf("initial_voting_period", "%s: use whole seconds, at least %s, that divide voting_period (%s), e.g. 1s in a testnet; leave it out to vote every voting_period from the start",
+			ip, MinVotingPeriod, c.VotingPeriod)
 	}
 	if len(c.Authorities) == 0 {
 		return config.Errorf("authorities", "required: list every authority (nickname, id, address), this one included")

@@ -18,7 +18,8 @@
 // # Timeline
 //
 // The consensus valid after va is made during the period before it,
-// [s, va) with s = va - P (P the voting period), in eighths of P:
+// [s, va) with s = va - P (P the voting period, or the initial voting
+// period, see below), in eighths of P:
 //
 //	s+0     reachability tests of every relay (also after each upload)
 //	s+2P/8  vote: built from the descriptors and the latest test results,
@@ -44,4 +45,24 @@
 // request timeout and by the step's end, so a dead authority delays
 // nobody. The schedule assumes the authorities' clocks agree to within
 // P/16.
+//
+// # Initial voting period
+//
+// While an authority holds no usable consensus (valid now, at least three
+// Running relays, one of them a Running Exit: netdoc.Consensus.Usable) it
+// runs its rounds on the initial schedule: the same steps, in eighths of
+// initial_voting_period I instead of P, for valid-afters at multiples of
+// I (Config.InitialVotingPeriod; default P, i.e. off). Consensuses made so
+// still carry P: fresh-until va+P, valid-until va+3P. Once it holds a
+// usable consensus it runs normal rounds; the first one it joins ends at
+// most 2P later, inside that consensus's validity. Pushed votes and
+// signatures are taken for the schedule the authority is on and refused
+// (409, naming the schedule) otherwise.
+//
+// An authority without a usable consensus whose round failed (too few
+// votes, or no majority of signatures at va) fetches the consensus every
+// other authority serves, verifies it with the configured authority keys
+// and serves the newest that is newer than its own: an authority restarted
+// with an empty data directory while the others vote on the normal
+// schedule rejoins them this way.
 package directory

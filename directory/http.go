@@ -169,7 +169,8 @@ func (a *Authority) handlePostVote(w http.ResponseWriter, r *http.Request) {
 }
 
 // acceptVote verifies a pushed vote and keeps it if it is for the round
-// being voted on and voting has not closed.
+// being voted on, on the schedule this authority is on (initial or
+// normal), and voting has not closed.
 func (a *Authority) acceptVote(b []byte) (int, string) {
 	now := a.now()
 	v, err := netdoc.ParseVote(b, a.auths, now)
@@ -177,17 +178,18 @@ func (a *Authority) acceptVote(b []byte) (int, string) {
 		a.m.votesReceived.WithLabelValues("refused").Inc()
 		return http.StatusBadRequest, "refused: " + err.Error()
 	}
-	va := netdoc.PeriodStart(now, a.period).Add(a.period)
-	closes := a.phase(va, phaseCloseVoting)
+	p := a.schedule(now)
+	va := netdoc.PeriodStart(now, p).Add(p)
+	closes := phaseTime(va, p, phaseCloseVoting)
 	if !v.ValidAfter.Equal(va) || !now.Before(closes) {
 		a.m.votesReceived.WithLabelValues("refused").Inc()
 		next := va
 		if !now.Before(closes) {
-			next = va.Add(a.period)
+			next = va.Add(p)
 		}
-		return http.StatusConflict, fmt.Sprintf("refused: a vote for the period starting %s, but this authority takes votes for the period starting %s from %s to %s (check both clocks and voting_period)",
-			v.ValidAfter.Format(time.RFC3339), next.Format(time.RFC3339),
-			a.phase(next, 0).Format(time.RFC3339), a.phase(next, phaseCloseVoting).Format(time.RFC3339))
+		return http.StatusConflict, fmt.Sprintf("refused: a vote for the period starting %s, but this authority, on %s, takes votes for the period starting %s from %s to %s (check both clocks, voting_period and initial_voting_period)",
+			v.ValidAfter.Format(time.RFC3339), a.scheduleName(p), next.Format(time.RFC3339Nano),
+			phaseTime(next, p, 0).Format(time.RFC3339Nano), phaseTime(next, p, phaseCloseVoting).Format(time.RFC3339Nano))
 	}
 	a.mu.Lock()
 	rd := a.roundLocked(va)
@@ -261,12 +263,14 @@ func (a *Authority) acceptSignature(va time.Time, s netdoc.Signature) (int, stri
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	rd := a.rounds[va.Unix()]
-	if rd == nil && va.Equal(netdoc.PeriodStart(now, a.period).Add(a.period)) {
+	p := a.scheduleLocked(now)
+	if rd == nil && va.Equal(netdoc.PeriodStart(now, p).Add(p)) {
 		rd = a.roundLocked(va)
 	}
 	if rd == nil {
 		a.m.signaturesReceived.WithLabelValues("refused").Inc()
-		return http.StatusConflict, fmt.Sprintf("refused: this authority has no voting round for the period starting %s", va.Format(time.RFC3339))
+		return http.StatusConflict, fmt.Sprintf("refused: this authority, on %s, has no voting round for the period starting %s",
+			a.scheduleName(p), va.Format(time.RFC3339))
 	}
 	if rd.cons == nil {
 		if !slices.Contains(a.auths, s.Authority) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -405,4 +406,134 @@ func mustListen(t *testing.T, addr string) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// TestInitialSchedule: three authorities with an initial voting period of
+// 1s make a consensus every second while they hold no usable one, each
+// carrying the times of the normal voting period, and vote on the normal
+// schedule once one lists the relays.
+func TestInitialSchedule(t *testing.T) {
+	t.Parallel()
+	tn := newTestNet(t, 3)
+	for i := range 3 {
+		tn.auths[i].cfg.InitialVotingPeriod = time.Second
+		tn.start(i)
+	}
+	// Before any relay: consensuses listing none, made every second.
+	eventually(t, 10*testPeriod, func() error {
+		docs, err := tn.consensusAt([]int{0, 1, 2}, time.Time{})
+		if err != nil {
+			return err
+		}
+		c := sameBodies(t, docs)
+		fu, vu := netdoc.PeriodTimes(c.ValidAfter, testPeriod)
+		if c.VotingPeriod != testPeriod || !c.FreshUntil.Equal(fu) || !c.ValidUntil.Equal(vu) {
+			t.Fatalf("consensus valid after %s: voting period %s, fresh until %s, valid until %s; want %s, %s, %s",
+				c.ValidAfter, c.VotingPeriod, c.FreshUntil, c.ValidUntil, testPeriod, fu, vu)
+		}
+		if c.ValidAfter.Equal(netdoc.PeriodStart(c.ValidAfter, testPeriod)) {
+			return fmt.Errorf("consensus valid after %s: on a voting period boundary; waiting for one of an initial round between", c.ValidAfter)
+		}
+		return nil
+	})
+	relays := startRelays(t, tn, 0, 1, 2)
+	var usable *netdoc.Consensus
+	eventually(t, 10*testPeriod, func() error {
+		docs, err := tn.consensusAt([]int{0, 1, 2}, time.Time{})
+		if err != nil {
+			return err
+		}
+		usable = sameBodies(t, docs)
+		return checkRelays(usable, relays)
+	})
+	if err := usable.Usable(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Then the normal schedule: consensuses at multiples of the period.
+	eventually(t, 10*testPeriod, func() error {
+		docs, err := tn.consensusAt([]int{0, 1, 2}, usable.ValidAfter)
+		if err != nil {
+			return err
+		}
+		c := sameBodies(t, docs)
+		if !c.ValidAfter.Equal(netdoc.PeriodStart(c.ValidAfter, testPeriod)) {
+			return fmt.Errorf("consensus valid after %s: not yet on the normal schedule", c.ValidAfter)
+		}
+		if len(c.Signatures) != 3 {
+			return fmt.Errorf("consensus valid after %s has %d signatures, want 3", c.ValidAfter, len(c.Signatures))
+		}
+		return checkRelays(c, relays)
+	})
+	for i, ta := range tn.auths {
+		if ta.logs.FilterMessage("holding a usable consensus: voting on the normal schedule").Len() == 0 {
+			t.Errorf("authority %d did not log its switch to the normal schedule", i)
+		}
+	}
+}
+
+// TestInitialRecovery: an authority that starts with an empty data
+// directory, on its initial schedule, while the other two vote on the
+// normal one, fails its initial round (the others refuse its vote or have
+// none to give), fetches their consensus, verifies and serves it, and then
+// signs the next normal consensus with them.
+func TestInitialRecovery(t *testing.T) {
+	t.Parallel()
+	tn := newTestNet(t, 3)
+	for i := range 3 {
+		tn.auths[i].cfg.InitialVotingPeriod = time.Second
+	}
+	tn.start(0)
+	tn.start(1)
+	relays := startRelays(t, tn, 0, 1)
+	// Wait until the two vote on the normal schedule.
+	var normal *netdoc.Consensus
+	eventually(t, 10*testPeriod, func() error {
+		docs, err := tn.consensusAt([]int{0, 1}, time.Time{})
+		if err != nil {
+			return err
+		}
+		normal = sameBodies(t, docs)
+		if err := checkRelays(normal, relays); err != nil {
+			return err
+		}
+		if !normal.ValidAfter.Equal(netdoc.PeriodStart(normal.ValidAfter, testPeriod)) {
+			return fmt.Errorf("consensus valid after %s: not yet on the normal schedule", normal.ValidAfter)
+		}
+		return nil
+	})
+
+	tn.start(2)
+	const adopted = "this authority's round failed; serving the consensus of the other authorities"
+	eventually(t, 5*testPeriod, func() error {
+		if tn.auths[2].logs.FilterMessage(adopted).Len() == 0 {
+			return errors.New("the third authority has not adopted the others' consensus")
+		}
+		return nil
+	})
+	e := tn.auths[2].logs.FilterMessage(adopted).All()[0]
+	if u, _ := e.ContextMap()["usable"].(bool); !u {
+		t.Errorf("adopted a consensus that is not usable: %v", e.ContextMap())
+	}
+	got := tn.authority(2).Consensus()
+	if got == nil || got.ValidAfter.Before(normal.ValidAfter) {
+		t.Fatalf("the third authority serves %v, want the consensus valid after %s or newer", got, normal.ValidAfter)
+	}
+	if _, err := got.CheckSignatures(tn.ids()); err != nil {
+		t.Fatalf("adopted consensus: %v", err)
+	}
+	// It now votes on the normal schedule and signs with the others.
+	eventually(t, 10*testPeriod, func() error {
+		docs, err := tn.consensusAt([]int{0, 1, 2}, got.ValidAfter)
+		if err != nil {
+			return err
+		}
+		c := sameBodies(t, docs)
+		if !slices.Contains(c.Voters, tn.dir[2].ID) || !slices.ContainsFunc(c.Signatures, func(s netdoc.Signature) bool { return s.Authority == tn.dir[2].ID }) {
+			return fmt.Errorf("consensus valid after %s: the third authority did not vote or sign (%d voters, %d signatures)", c.ValidAfter, len(c.Voters), len(c.Signatures))
+		}
+		if !c.ValidAfter.Equal(netdoc.PeriodStart(c.ValidAfter, testPeriod)) {
+			t.Fatalf("consensus valid after %s is off the normal schedule", c.ValidAfter)
+		}
+		return checkRelays(c, relays)
+	})
 }

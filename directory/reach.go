@@ -14,17 +14,20 @@ import (
 	"github.com/chive-net/chive/netdoc"
 )
 
-// reachLoop tests every relay at the start of every voting period (and
-// once at startup), at most Reachability.Concurrency at a time, each under
-// the reachability timeout. Tests still running when the next period
-// starts are abandoned. Votes use the latest result of each relay
+// reachLoop tests every relay at the start of every period of the schedule
+// the authority is on (initial or normal; see schedule) and once at
+// startup, at most Reachability.Concurrency at a time, each under the
+// reachability timeout. Tests still running when the next period starts
+// are abandoned. Votes use the latest result of each relay
 // (reachableLocked), so the tests need not finish before the vote.
 func (a *Authority) reachLoop(ctx context.Context) {
 	for {
-		pctx, cancel := context.WithDeadline(ctx, netdoc.PeriodStart(a.now(), a.period).Add(a.period))
+		p := a.schedule(a.now())
+		pctx, cancel := context.WithDeadline(ctx, netdoc.PeriodStart(a.now(), p).Add(p))
 		a.testAll(pctx)
 		cancel()
-		next := netdoc.PeriodStart(a.now(), a.period).Add(a.period)
+		p = a.schedule(a.now())
+		next := netdoc.PeriodStart(a.now(), p).Add(p)
 		if !a.sleepUntil(ctx, next) {
 			return
 		}

@@ -133,8 +133,14 @@ func (a *Authority) compute(ctx context.Context, r *round) {
 		a.mu.Lock()
 		r.failed = true
 		a.mu.Unlock()
-		if len(votes) == 0 && r.va.Add(-a.period).Before(a.started) {
+		if len(votes) == 0 && r.va.Add(-r.period).Before(a.started) {
 			a.log.Info("started during this voting round, too late to take part in it", zap.Time("valid_after", r.va))
+			return
+		}
+		if len(votes) == 0 && r.late {
+			// Joined after voting closed (on switching schedules), and
+			// no other authority had votes for this round either.
+			a.log.Info("joined this voting round after it closed; no votes to compute from", zap.Time("valid_after", r.va))
 			return
 		}
 		a.m.consensusFailures.WithLabelValues("votes").Inc()
@@ -158,9 +164,86 @@ func (a *Authority) compute(ctx context.Context, r *round) {
 	a.log.Info("computed the consensus", zap.Time("valid_after", r.va), zap.Int("votes", len(votes)),
 		zap.Int("relays", len(cons.Relays)), zap.String("digest", cons.Digest().String()))
 	line := own.Line()
-	a.broadcast(ctx, "signature", func(p peer) (string, []byte) {
+	a.broadcast(ctx, a.roundTimeout(r), "signature", func(p peer) (string, []byte) {
 		return p.base + signaturePath + "/" + strconv.FormatInt(r.va.Unix(), 10), line
 	})
+}
+
+// recoverIfFailed runs recoverConsensus once for r if r failed (no
+// consensus computed, or none published at its valid-after) while this
+// authority holds no usable consensus.
+func (a *Authority) recoverIfFailed(ctx context.Context, r *round) {
+	now := a.now()
+	a.mu.Lock()
+	failed := r.failed || !r.published && !now.Before(r.va)
+	usable := a.current != nil && a.current.Usable(now) == nil
+	try := failed && !usable && !r.recovered
+	if try {
+		r.recovered = true
+	}
+	a.mu.Unlock()
+	if try {
+		a.recoverConsensus(ctx, r)
+	}
+}
+
+// recoverConsensus fetches the consensus each other authority serves
+// (GET /chive/v1/consensus), and serves and stores the newest one that
+// verifies (signed by more than half of the configured authorities and
+// valid now) if it is newer than the one this authority holds. An
+// authority whose round failed for lack of votes or signatures, because
+// the others are on another schedule (it restarted with an empty data
+// directory, or was down while they moved to the normal schedule), thus
+// rejoins them: once the adopted consensus is usable it votes on the
+// normal schedule. Requests are bounded by the round's request timeout.
+func (a *Authority) recoverConsensus(ctx context.Context, r *round) {
+	ctx, cancel := context.WithTimeout(ctx, a.roundTimeout(r))
+	defer cancel()
+	var (
+		mu      sync.Mutex // guards the following
+		best    *netdoc.Consensus
+		bestRaw []byte
+		from    string
+	)
+	var wg sync.WaitGroup
+	for _, p := range a.peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, status, err := a.get(ctx, p.base+consensusPath, netdoc.MaxConsensusSize)
+			if err != nil || status != http.StatusOK {
+				a.log.Debug("consensus fetch failed", zap.String("from", p.name), zap.Int("status", status), zap.Error(err))
+				return
+			}
+			c, err := netdoc.ParseConsensus(b, a.auths, a.now())
+			if err != nil {
+				a.log.Warn("refused the consensus another authority serves", zap.String("from", p.name), zap.Error(err))
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if best == nil || c.ValidAfter.After(best.ValidAfter) {
+				best, bestRaw, from = c, b, p.name
+			}
+		}()
+	}
+	wg.Wait()
+	if best == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current != nil && !best.ValidAfter.After(a.current.ValidAfter) {
+		return
+	}
+	a.setCurrentLocked(best, bestRaw)
+	if err := a.store.putConsensus(bestRaw); err != nil {
+		a.log.Error("could not store the consensus", zap.Error(err))
+	}
+	usable := best.Usable(a.now())
+	a.log.Info("this authority's round failed; serving the consensus of the other authorities", zap.String("from", from),
+		zap.Time("valid_after", best.ValidAfter), zap.Int("relays", len(best.Relays)),
+		zap.Int("signatures", len(best.Signatures)), zap.Bool("usable", usable == nil))
 }
 
 // addSignatureLocked adds a signature from another authority to r's
@@ -204,7 +287,7 @@ func (a *Authority) addSignatureLocked(r *round, s netdoc.Signature, via string)
 // fetchSignatures asks every authority whose signature r's consensus lacks
 // for the signatures it holds (its own and any others it collected).
 func (a *Authority) fetchSignatures(ctx context.Context, r *round) {
-	ctx, cancel := context.WithTimeout(ctx, a.reqTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.roundTimeout(r))
 	defer cancel()
 	a.mu.Lock()
 	if r.cons == nil {
@@ -277,8 +360,10 @@ func (a *Authority) publishLocked(r *round, first bool) {
 }
 
 // broadcast POSTs a document to every other authority at once, each
-// request bounded by the request timeout, and logs refusals.
-func (a *Authority) broadcast(ctx context.Context, what string, req func(peer) (string, []byte)) {
+// request bounded by timeout, and logs refusals.
+func (a *Authority) broadcast(ctx context.Context, timeout time.Duration, what string, req func(peer) (string, []byte)) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, p := range a.peers {
 		wg.Add(1)

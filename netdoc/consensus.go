@@ -265,6 +265,36 @@ func (c *Consensus) CheckTime(now time.Time) error {
 	return nil
 }
 
+// MinUsableRelays is how many Running relays a usable consensus lists: a
+// circuit has three hops on distinct relays.
+const MinUsableRelays = 3
+
+// Usable reports whether a client can build a circuit from c at now: c is
+// valid at now (CheckTime) and lists at least MinUsableRelays Running
+// relays, one of them a Running Exit. Otherwise it returns an error that
+// wraps ErrExpired, ErrNotYetValid or ErrUnusable. Authorities run their
+// initial voting schedule, and clients refetch quickly, while the
+// consensus they hold is not usable.
+func (c *Consensus) Usable(now time.Time) error {
+	if err := c.CheckTime(now); err != nil {
+		return err
+	}
+	running, exits := 0, 0
+	for i := range c.Relays {
+		if f := c.Relays[i].Flags; f.Has(FlagRunning) {
+			running++
+			if f.Has(FlagExit) {
+				exits++
+			}
+		}
+	}
+	if running < MinUsableRelays || exits == 0 {
+		return fmt.Errorf("%w: it lists %d Running relays (%d of them exits); a circuit needs %d, one an exit",
+			ErrUnusable, running, exits, MinUsableRelays)
+	}
+	return nil
+}
+
 // ParseConsensus parses a consensus strictly, then requires valid
 // signatures from more than half of the configured authorities (over the
 // exact body bytes) and valid-after <= now <= valid-until.

@@ -426,3 +426,42 @@ func TestRelayLookupAndFamily(t *testing.T) {
 		t.Error("family with an unlisted relay")
 	}
 }
+
+func TestConsensusUsable(t *testing.T) {
+	entry := func(name string, f Flags) ConsensusEntry {
+		return ConsensusEntry{RelayStatus: RelayStatus{Nickname: name, ID: identityKey(t, name).ID(), Flags: f}}
+	}
+	const run = FlagRunning | FlagValid
+	va := testTime
+	fu, vu := PeriodTimes(va, time.Hour)
+	for _, tc := range []struct {
+		name   string
+		relays []ConsensusEntry
+		now    time.Time
+		want   error
+		msg    string
+	}{
+		{"three with an exit", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, va, nil, ""},
+		{"at valid-until", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, vu, nil, ""},
+		{"two", []ConsensusEntry{entry("a", run), entry("c", run|FlagExit)}, va, ErrUnusable,
+			"it lists 2 Running relays (1 of them exits); a circuit needs 3, one an exit"},
+		{"no exit", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run)}, va, ErrUnusable,
+			"it lists 3 Running relays (0 of them exits)"},
+		{"exit not running", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run), entry("d", FlagValid|FlagExit)}, va, ErrUnusable,
+			"it lists 3 Running relays (0 of them exits)"},
+		{"expired", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, vu.Add(time.Second), ErrExpired, "consensus expired"},
+		{"not yet valid", []ConsensusEntry{entry("a", run), entry("b", run), entry("c", run|FlagExit)}, va.Add(-time.Second), ErrNotYetValid, "not valid until"},
+	} {
+		c := &Consensus{ValidAfter: va, FreshUntil: fu, ValidUntil: vu, VotingPeriod: time.Hour, Relays: tc.relays}
+		err := c.Usable(tc.now)
+		if tc.want == nil {
+			if err != nil {
+				t.Errorf("%s: Usable = %v, want nil", tc.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tc.want) || err != nil && !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: Usable = %v, want %v containing %q", tc.name, err, tc.want, tc.msg)
+		}
+	}
+}

@@ -42,6 +42,10 @@ var (
 	ErrNotEnoughVotes    = errors.New("netdoc: not enough votes")
 	ErrDuplicateVote     = errors.New("netdoc: two votes from one authority")
 	ErrNoConsensusMethod = errors.New("netdoc: no consensus method supported by a majority of votes")
+
+	// ErrUnusable: a valid consensus lists too few Running relays to build
+	// a circuit (Consensus.Usable).
+	ErrUnusable = errors.New("netdoc: consensus not usable")
 )
 
 // ParseError says where in which document a parse failed.

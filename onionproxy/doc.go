@@ -27,8 +27,15 @@
 //
 // Progress is also the chive_onionproxy_bootstrap_percent gauge and the
 // "bootstrap" object of GET /status. A fetch failure is logged with what to
-// check (authority addresses, authority keys, the clock) and retried from
-// 1s, doubling. A stream that arrives during the first fetch waits for it;
+// check (authority addresses, authority keys, the clock) and retried. While
+// the proxy holds no usable consensus (none, an expired one, or one that
+// lists fewer than three Running relays or no Running exit:
+// netdoc.Consensus.Usable) it fetches again after 250ms, each wait half as
+// long again as the last (within 20%, at random) up to 30s, and from
+// 250ms again after every newer consensus, so that a proxy started with a
+// new network, whose authorities publish a usable consensus a second or two
+// after an unusable one, picks it up at once. A usable consensus is
+// refreshed as above, retries starting at 10s and doubling. A stream that arrives during the first fetch waits for it;
 // once that has failed, a stream without a consensus is refused at once
 // (SOCKS reply 1, HTTP 502, with the reason in the log), not held.
 //

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/chive-net/chive/dirclient"
 	"github.com/chive-net/chive/dnsproxy"
@@ -482,10 +483,39 @@ func explainFetch(err error) string {
 // fetchTimeout bounds one attempt to fetch a consensus.
 const fetchTimeout = 30 * time.Second
 
-// bootstrapRetryMin is the first wait after a failed fetch while
-// bootstrapping (doubling up to DefaultRefetchMax); refreshes start at
-// DefaultRefetchMin.
-const bootstrapRetryMin = time.Second
+// While the proxy holds no usable consensus (none, an expired one, or one
+// listing too few Running relays: netdoc.Consensus.Usable), it fetches
+// again after bootstrapRetryMin, the wait growing by half at each attempt
+// up to bootstrapRetryMax and starting over whenever a newer consensus
+// arrives: a network whose authorities are on their initial voting
+// schedule publishes a usable consensus seconds after an unusable one,
+// and a proxy started with the network picks it up within a few hundred
+// milliseconds. Each wait is drawn within 20% of its nominal value, so
+// that proxies started together do not ask in step. Refreshes of a usable
+// consensus start at DefaultRefetchMin and double up to DefaultRefetchMax.
+const (
+	bootstrapRetryMin = 250 * time.Millisecond
+	bootstrapRetryMax = 30 * time.Second
+)
+
+// nextRetry returns the wait after one of wait: half as long again when
+// quick, else twice as long, and at most max.
+func nextRetry(wait time.Duration, quick bool, max time.Duration) time.Duration {
+	if quick {
+		return min(wait+wait/2, max)
+	}
+	return min(2*wait, max)
+}
+
+// jitter returns d scaled by a random factor in [0.8, 1.2].
+func (p *Proxy) jitter(d time.Duration) time.Duration {
+	return p.sel.durationIn(d-d/5, d+d/5)
+}
+
+// usable reports whether c can carry circuits now.
+func (p *Proxy) usable(c *netdoc.Consensus) bool {
+	return c != nil && c.Usable(p.opts.now()) == nil
+}
 
 // bootstrapAndRefresh loads state, gets a consensus, waits for the first
 // circuit, and then keeps the consensus fresh.
@@ -537,11 +567,15 @@ func (p *Proxy) bootstrapAndRefresh(ctx context.Context) {
 // why.
 const stuckWarnEvery = 10 * time.Second
 
-// refreshLoop fetches a new consensus before the held one goes stale.
+// refreshLoop fetches a new consensus before the held one goes stale, and
+// soon (bootstrapRetryMin) while the held one is not usable.
 func (p *Proxy) refreshLoop(ctx context.Context) {
 	for {
 		c := p.cons.Load()
 		wait := p.refreshDelay(c)
+		if !p.usable(c) {
+			wait = min(wait, p.jitter(bootstrapRetryMin))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -571,10 +605,15 @@ func (p *Proxy) refreshDelay(c *netdoc.Consensus) time.Duration {
 
 // fetchUntilOK fetches until a consensus verifies (true) or ctx ends
 // (false), backing off between attempts and saying clearly what is wrong.
+// While no usable consensus is held (also once the one held expires) it
+// retries quickly (bootstrapRetryMin); while a usable one is held, at
+// least four times before it expires.
 func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
-	wait := DefaultRefetchMin
-	if bootstrapping {
-		wait = bootstrapRetryMin
+	quick := !p.usable(p.cons.Load())
+	attempt := 0
+	wait, maxWait := DefaultRefetchMin, DefaultRefetchMax
+	if quick {
+		wait, maxWait = bootstrapRetryMin, bootstrapRetryMax
 	}
 	for {
 		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
@@ -596,26 +635,42 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 		}
 		msg := explainFetch(err)
 		p.setBootErr(msg)
-		if bootstrapping {
-			p.log.Error("bootstrap stuck at fetching consensus: "+msg, zap.Duration("retry_in", wait))
+		attempt++
+		held := p.consensus()
+		if !quick && !p.usable(p.cons.Load()) {
+			// The consensus held expired meanwhile.
+			quick, wait, maxWait = true, bootstrapRetryMin, bootstrapRetryMax
+		}
+		if held != nil && !quick {
+			// Try at least four more times before the held consensus
+			// expires.
+			wait = max(min(wait, held.ValidUntil.Sub(p.opts.now())/4), bootstrapRetryMin)
+		}
+		switch {
+		case bootstrapping:
+			// The quick first retries are logged once: a network that
+			// is starting serves no consensus for a second or two.
+			lvl := zapcore.ErrorLevel
+			if attempt > 1 && wait < time.Second {
+				lvl = zapcore.DebugLevel
+			}
+			p.log.Log(lvl, "bootstrap stuck at fetching consensus: "+msg, zap.Duration("retry_in", wait))
 			p.firstTryOnce.Do(func() { close(p.firstTry) })
-		} else if p.consensus() != nil {
+		case quick && held != nil && errors.Is(err, errNothingNewer):
+			p.log.Debug("waiting for a usable consensus: "+msg, zap.NamedError("held", held.Usable(p.opts.now())), zap.Duration("retry_in", wait))
+		case held != nil:
 			p.log.Warn("no fresh consensus; keeping the current one while it is valid: "+msg, zap.Duration("retry_in", wait))
-		} else {
+		default:
 			p.log.Error("the consensus expired and no fresh one is available; no new circuits can be built: "+msg, zap.Duration("retry_in", wait))
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(p.jitter(wait))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return false
 		case <-t.C:
 		}
-		wait = min(2*wait, DefaultRefetchMax)
-		// Try at least four more times before the held consensus expires.
-		if held := p.consensus(); held != nil {
-			wait = max(min(wait, held.ValidUntil.Sub(p.opts.now())/4), time.Second)
-		}
+		wait = nextRetry(wait, quick, maxWait)
 	}
 }
 

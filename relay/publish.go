@@ -16,9 +16,12 @@ import (
 const DescriptorPath = dirclient.DescriptorPath
 
 // Publishing retries back off from minBackoff, doubling, up to the publish
-// interval (and never beyond maxBackoff).
+// interval (and never beyond maxBackoff). The first retry is quick: a
+// network whose processes start together (a test network, containers)
+// has relays that upload before an authority listens, and an authority
+// on its initial voting schedule votes every second or so.
 const (
-	minBackoff     = time.Second
+	minBackoff     = 250 * time.Millisecond
 	maxBackoff     = 5 * time.Minute
 	publishTimeout = 30 * time.Second
 )

@@ -22,8 +22,10 @@ type ComposeOptions struct {
 	// every node gets a fixed address in it, because descriptors and the
 	// consensus carry addresses, and the client may not resolve names.
 	Subnet netip.Prefix
-	// VotingPeriod (default 5s).
-	VotingPeriod time.Duration
+	// VotingPeriod (default 5s) and InitialVotingPeriod, the authorities'
+	// period until they hold a usable consensus (default 1s; it must
+	// divide VotingPeriod).
+	VotingPeriod, InitialVotingPeriod time.Duration
 	// SOCKSPort, HTTPPort, DNSPort are the client's ports as published on
 	// the host's 127.0.0.1 (defaults 19050, 19080, 19053).
 	SOCKSPort, HTTPPort, DNSPort int
@@ -49,6 +51,9 @@ func (o *ComposeOptions) defaults() {
 	}
 	if o.VotingPeriod == 0 {
 		o.VotingPeriod = 5 * time.Second
+	}
+	if o.InitialVotingPeriod == 0 {
+		o.InitialVotingPeriod = time.Second
 	}
 	if o.SOCKSPort == 0 {
 		o.SOCKSPort = 19050
@@ -130,7 +135,7 @@ func GenerateCompose(ctx context.Context, o ComposeOptions) error {
 		switch nd.Role {
 		case RoleAuthority:
 			err = writeConfig(path, composeAuthorityTmpl, map[string]any{
-				"Name": nd.Name, "Authorities": n.Authorities, "Period": o.VotingPeriod})
+				"Name": nd.Name, "Authorities": n.Authorities, "Period": o.VotingPeriod, "Initial": o.InitialVotingPeriod})
 		case RoleRelay, RoleExit:
 			err = writeConfig(path, composeRelayTmpl, map[string]any{
 				"Name": nd.Name, "IP": nd.IP, "Exit": nd.Role == RoleExit, "Authorities": n.Authorities,
@@ -169,6 +174,7 @@ authorities:
     address: {{.Addr}}
 {{- end}}
 voting_period: {{.Period}}
+initial_voting_period: {{.Initial}}
 testnet: true
 metrics_listen: 0.0.0.0:9037
 `))

@@ -16,6 +16,7 @@ authorities:
     address: {{.Addr}}
 {{- end}}
 voting_period: {{.Period}}
+initial_voting_period: {{.Initial}}
 testnet: true
 metrics_listen: 127.0.0.1:{{.Metrics}}
 log:

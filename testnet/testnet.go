@@ -38,7 +38,10 @@ type Options struct {
 	// Exits (default 2).
 	Authorities, Relays, Exits int
 	// VotingPeriod is the authorities' voting period (default 3s).
-	VotingPeriod time.Duration
+	// InitialVotingPeriod is their period until they hold a usable
+	// consensus (default 1s; it must divide VotingPeriod): the first
+	// usable consensus comes a second or two after the relays start.
+	VotingPeriod, InitialVotingPeriod time.Duration
 	// Bins are prebuilt binaries by program name ("directory",
 	// "relaynode", "onionproxy"); nil builds them into Dir/bin.
 	Bins map[string]string
@@ -74,6 +77,9 @@ func (o *Options) defaults() {
 	}
 	if o.VotingPeriod == 0 {
 		o.VotingPeriod = 3 * time.Second
+	}
+	if o.InitialVotingPeriod == 0 {
+		o.InitialVotingPeriod = time.Second
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -112,7 +118,7 @@ type Network struct {
 	DNSServer   netip.AddrPort
 	Authorities []Authority
 	// BootstrapTime runs from starting the first process to the first
-	// page fetched through the proxy.
+	// page fetched through the proxy (which starts with the relays).
 	BootstrapTime time.Duration
 
 	opts     Options
@@ -126,9 +132,10 @@ type Network struct {
 	closeOnce sync.Once
 }
 
-// Up builds (if needed) and starts a network, and returns once a page has
-// been fetched through the onion proxy. On failure it stops everything it
-// started.
+// Up builds (if needed) and starts a network: the authorities, then the
+// relays and the onion proxy at once. It returns once a page has been
+// fetched through the proxy (BootstrapTime) and a consensus lists every
+// relay Running. On failure it stops everything it started.
 func Up(ctx context.Context, o Options) (n *Network, err error) {
 	o.defaults()
 	if o.Dir == "" {
@@ -174,9 +181,8 @@ func Up(ctx context.Context, o Options) (n *Network, err error) {
 	if err := n.startRelays(ctx); err != nil {
 		return nil, err
 	}
-	if err := n.waitConsensus(ctx); err != nil {
-		return nil, err
-	}
+	// The proxy fetches the consensus quickly until one is usable, so it
+	// starts with the relays rather than after the consensus lists them.
 	if err := n.startClient(ctx); err != nil {
 		return nil, err
 	}
@@ -184,7 +190,11 @@ func Up(ctx context.Context, o Options) (n *Network, err error) {
 		return nil, err
 	}
 	n.BootstrapTime = time.Since(start)
-	n.logf("ready after %.1fs", n.BootstrapTime.Seconds())
+	n.logf("first page through the proxy after %.1fs", n.BootstrapTime.Seconds())
+	if err := n.waitConsensus(ctx); err != nil {
+		return nil, err
+	}
+	n.logf("ready after %.1fs", time.Since(start).Seconds())
 	return n, nil
 }
 
@@ -294,7 +304,7 @@ func (n *Network) startAuthorities(ctx context.Context) error {
 		cfg := filepath.Join(n.Dir, a.Nickname+".yaml")
 		err = writeConfig(cfg, authorityTmpl, map[string]any{
 			"Name": a.Nickname, "Dir": filepath.Join(n.Dir, a.Nickname), "Listen": a.Addr,
-			"Authorities": n.Authorities, "Period": o.VotingPeriod, "Metrics": metrics,
+			"Authorities": n.Authorities, "Period": o.VotingPeriod, "Initial": o.InitialVotingPeriod, "Metrics": metrics,
 			"Level": o.LogLevel, "Unsafe": o.UnsafeLogging,
 		})
 		if err != nil {
@@ -307,7 +317,7 @@ func (n *Network) startAuthorities(ctx context.Context) error {
 		}
 		n.add(p)
 	}
-	n.logf("started %d authorities (voting period %v)", len(n.Authorities), o.VotingPeriod)
+	n.logf("started %d authorities (voting period %v, %v until a consensus is usable)", len(n.Authorities), o.VotingPeriod, o.InitialVotingPeriod)
 	return nil
 }
 
@@ -389,6 +399,9 @@ func fetchConsensus(ctx context.Context, addr string, ids []layercrypt.RelayID) 
 	return netdoc.ParseConsensus(b, ids, time.Now())
 }
 
+// pollEvery is how often Up checks for the consensus and the page.
+const pollEvery = 100 * time.Millisecond
+
 // waitConsensus waits until a verified consensus lists every relay as
 // Running.
 func (n *Network) waitConsensus(ctx context.Context) error {
@@ -421,7 +434,7 @@ func (n *Network) waitConsensus(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(pollEvery):
 		}
 	}
 	return fmt.Errorf("testnet: no consensus listing all %d relays within %v (last error: %v); see the logs in %s",
@@ -532,7 +545,7 @@ func (n *Network) waitPage(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(pollEvery):
 		}
 	}
 	return fmt.Errorf("testnet: no page through the proxy within %v (last error: %v); see %s",

@@ -56,7 +56,7 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  testnet up [-dir DIR] [-relays N] [-exits N] [-authorities N] [-period 4s] [-ports 9050,9080,9053]
+  testnet up [-dir DIR] [-relays N] [-exits N] [-authorities N] [-period 4s] [-initial-period 1s] [-ports 9050,9080,9053]
   testnet status [-dir DIR]
   testnet down [-dir DIR]
   testnet compose generate|up|down [-relays N] [-exits N]   the same network in docker containers
@@ -77,6 +77,7 @@ func up(args []string) error {
 	exits := fs.Int("exits", 2, "exit relays")
 	auths := fs.Int("authorities", 3, "directory authorities (3 or 5)")
 	period := fs.Duration("period", 3*time.Second, "authorities' voting period")
+	initial := fs.Duration("initial-period", time.Second, "authorities' voting period until a consensus is usable (divides -period)")
 	ports := fs.String("ports", "9050,9080,9053", "onion proxy SOCKS5,HTTP CONNECT,DNS ports; each busy one is replaced by a free one")
 	level := fs.String("log-level", "info", "log level of every program")
 	if err := fs.Parse(args); err != nil {
@@ -102,7 +103,7 @@ func up(args []string) error {
 	defer stop()
 	start := time.Now()
 	n, err := testnet.Up(ctx, testnet.Options{
-		Dir: *dir, Authorities: *auths, Relays: *relays, Exits: *exits, VotingPeriod: *period,
+		Dir: *dir, Authorities: *auths, Relays: *relays, Exits: *exits, VotingPeriod: *period, InitialVotingPeriod: *initial,
 		SOCKSPort: socks, HTTPPort: httpPort, DNSPort: dnsPort, Log: os.Stdout, LogLevel: *level,
 	})
 	if err != nil {
