@@ -510,7 +510,7 @@ func (c *Circuit) handleRelay(hop, last int, body *[cell.BodyLen]byte) error {
 // queues.
 const (
 	sessionStreamWindow        = 8 << 20
-	delayedSessionStreamWindow = 32 << 20
+	delayedSessionStreamWindow = 64 << 20
 )
 
 // sessionConfig is the end-to-end yamux session's configuration for a

@@ -85,7 +85,7 @@ const (
 	DefaultCreateBurst      = 100
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultExtendTimeout    = 15 * time.Second
-	DefaultMixQueueCells    = 16384
+	DefaultMixQueueCells    = 32768
 	DefaultMaxMixCells      = 256 << 10 // 128 MiB of cells
 )
 

@@ -36,15 +36,18 @@
 //
 // The writer goroutine of each circuit-direction (owned by the circuit code)
 // waits on Ready, calls PopReady and writes the batch; or, for value items
-// such as whole cells, PeekReady, writes straight from the queue's ring and
+// such as whole cells, PeekReady, writes straight from the queue's storage and
 // calls Consume, so a cell is copied once into the queue and once out to
 // the link. The circuit's reader hands each read's cells over with one
 // PushBatch (one lock, one clock read and one draw per cell under one RNG
 // lock). A queue holds at most its limit of cells; Push then blocks
 // (backpressure, never a drop), which in turn stops the circuit's reader and
 // lets the link's per-stream flow control push back on the previous hop.
-// A queue's ring is allocated with its first cell, doubles as needed and
-// is given back when the queue drains, so idle circuits cost little.
+// A queue keeps its items in 32-item chunks (16 KiB of cells) and their
+// times in a small ring: it holds memory in proportion to the cells it
+// holds, allocates nothing until its first cell, recycles chunks while
+// cells flow, and gives everything back when it drains, so idle circuits
+// cost little.
 //
 // Locks: each queue has a mutex, the scheduler one for the heap and one for
 // the random generator; a queue's mutex is always taken before the heap's.

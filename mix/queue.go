@@ -3,23 +3,51 @@ package mix
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// initialRing is the capacity of a queue's ring when its first item comes
-// (a queue that never held one has none); it doubles up to
-// the queue's limit, so an idle circuit costs little memory.
+// initialRing is the capacity of a queue's stamp ring when its first item
+// comes (a queue that never held one has none); it doubles up to the
+// queue's limit, so an idle circuit costs little memory.
 const initialRing = 8
+
+// chunkLen is how many items one chunk of a queue's item storage holds (a
+// power of two). Items live in a list of chunks rather than in one ring, so
+// a queue holds memory in proportion to the items it holds (16 KiB steps
+// for cells), never a doubled ring, and a long queue never reallocates and
+// copies its items.
+const chunkLen = 32
+
+// chunk is one piece of a queue's item storage.
+type chunk[T any] [chunkLen]T
+
+// chunkPool returns the scheduler's pool of emptied chunks of item type T,
+// shared by all its queues of that type, so that cells flowing through the
+// relay reuse the same few chunks instead of allocating new ones.
+func chunkPool[T any](s *Scheduler) *sync.Pool {
+	t := reflect.TypeFor[T]()
+	if p, ok := s.chunkPools.Load(t); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := s.chunkPools.LoadOrStore(t, &sync.Pool{New: func() any { return new(chunk[T]) }})
+	return p.(*sync.Pool)
+}
 
 // Queue is one circuit-direction's FIFO of items waiting for their departure
 // time. One goroutine (the circuit's reader) pushes; one (its writer) waits on
 // Ready and calls PopReady. Several pushers are allowed; items of one queue
 // always leave in push order.
 type Queue[T any] struct {
-	c     core
-	items []T // ring parallel to c.stamps; guarded by c.mu
+	c core
+	// The held items, oldest first, from chunks[0][ihead]: item i of the
+	// held ones (whose stamp is c.stamps[(c.head+i)&mask]) is at position
+	// ihead+i of the chunk list. Guarded by c.mu.
+	chunks []*chunk[T]
+	ihead  int
+	pool   *sync.Pool // of *chunk[T], shared with the scheduler's other queues of T
 }
 
 // core is the part of a queue the scheduler works with; it does not depend
@@ -35,7 +63,7 @@ type core struct {
 	cappedCtr prometheus.Counter
 
 	mu        sync.Mutex // guards the following fields
-	stamps    []stamp    // ring of len a power of two
+	stamps    []stamp    // ring of len a power of two, parallel to the queue's items
 	head      int        // ring index of the oldest held cell
 	n         int        // held cells: [head, head+n)
 	released  int        // the first released cells of the held ones have reached their departure time
@@ -76,6 +104,7 @@ func NewQueue[T any](s *Scheduler, spec ClassSpec, limit int) *Queue[T] {
 			done:  make(chan struct{}),
 			hidx:  -1,
 		},
+		pool: chunkPool[T](s),
 	}
 	if m := s.metrics; m != nil {
 		q.c.delayObs = m.delay.WithLabelValues(spec.Class.String())
@@ -106,7 +135,7 @@ func (q *Queue[T]) Push(ctx context.Context, item T) error {
 
 // PushBatch queues items in order, as that many Push calls at one instant
 // would: each gets its own delay drawn for the queue's class, and they
-// leave in order. It copies the items into the queue's ring, so items may
+// leave in order. It copies the items into the queue's storage, so items may
 // be reused when it returns. While the queue is full it blocks as Push
 // does; on an error, the items before the failing one are queued.
 func (q *Queue[T]) PushBatch(ctx context.Context, items []T) error {
@@ -182,7 +211,7 @@ func (q *Queue[T]) insertLocked(now int64, delays []int64, item func(i int) *T) 
 			q.growLocked()
 		}
 		j := (c.head + c.n) & (len(c.stamps) - 1)
-		q.items[j] = *item(i)
+		*q.slotLocked(c.n) = *item(i)
 		c.stamps[j] = stamp{arrival: now, departure: dep}
 		c.n++
 	}
@@ -207,19 +236,45 @@ func (q *Queue[T]) insertLocked(now int64, delays []int64, item func(i int) *T) 
 	}
 }
 
-// growLocked doubles the ring, keeping the held items in order.
+// growLocked doubles the stamp ring, keeping the held stamps in order.
 func (q *Queue[T]) growLocked() {
 	c := &q.c
 	old := len(c.stamps)
-	size := max(2*old, initialRing)
-	stamps := make([]stamp, size)
-	items := make([]T, size)
+	stamps := make([]stamp, max(2*old, initialRing))
 	for i := 0; i < c.n; i++ {
-		j := (c.head + i) & (old - 1)
-		stamps[i] = c.stamps[j]
-		items[i] = q.items[j]
+		stamps[i] = c.stamps[(c.head+i)&(old-1)]
 	}
-	c.stamps, q.items, c.head = stamps, items, 0
+	c.stamps, c.head = stamps, 0
+}
+
+// slotLocked returns the storage of held item i (0 is the oldest), adding
+// a chunk when i is the first position past the last one.
+func (q *Queue[T]) slotLocked(i int) *T {
+	p := q.ihead + i
+	ci := p / chunkLen
+	if ci == len(q.chunks) {
+		q.chunks = append(q.chunks, q.pool.Get().(*chunk[T]))
+	}
+	return &q.chunks[ci][p%chunkLen]
+}
+
+// dropFrontLocked removes the k oldest held items from the item storage
+// (the caller adjusts the counts), clearing them first if clearItems is set,
+// and recycles the chunks it empties.
+func (q *Queue[T]) dropFrontLocked(k int, clearItems bool) {
+	if clearItems {
+		for i := 0; i < k; i++ {
+			var zero T
+			*q.slotLocked(i) = zero
+		}
+	}
+	q.ihead += k
+	for q.ihead >= chunkLen {
+		q.pool.Put(q.chunks[0])
+		q.chunks[0] = nil
+		q.chunks = q.chunks[1:]
+		q.ihead -= chunkLen
+	}
 }
 
 // Ready is signalled when at least one item has reached its departure time.
@@ -256,14 +311,11 @@ func (q *Queue[T]) PopReady(dst []T) []T {
 	if k == 0 {
 		return dst
 	}
-	mask := len(c.stamps) - 1
-	var zero T
 	for i := 0; i < k; i++ {
-		j := (c.head + i) & mask
-		dst = append(dst, q.items[j])
-		q.items[j] = zero
+		dst = append(dst, *q.slotLocked(i))
 	}
-	c.head = (c.head + k) & mask
+	q.dropFrontLocked(k, true)
+	c.head = (c.head + k) & (len(c.stamps) - 1)
 	c.n -= k
 	c.released = 0
 	c.s.held.Add(-int64(k))
@@ -271,11 +323,13 @@ func (q *Queue[T]) PopReady(dst []T) []T {
 	return dst
 }
 
-// PeekReady returns every item whose departure time has come, in push
-// order, as at most two slices of the queue's own ring (the second is
-// non-empty only where the items wrap around its end), without copying
-// them. The items stay in the queue, counted against its limit, until
-// Consume; Push never overwrites them meanwhile. This is the consumer's
+// PeekReady returns the oldest items whose departure time has come, in push
+// order, as at most two slices of the queue's own storage, without copying
+// them: all of them, or as many as two chunks of storage hold (a is empty
+// only if none is ready). The items stay in the queue, counted against its
+// limit, until Consume; Push never overwrites them meanwhile, and Close
+// drops the storage rather than reusing it. A consumer calls PeekReady and
+// Consume until PeekReady returns nothing. This is the
 // zero-copy alternative to PopReady, for value items: the caller must not
 // modify the slices, must stop using them once it calls Consume, and must
 // not mix PeekReady and PopReady. Only the queue's one consumer may call it.
@@ -294,17 +348,17 @@ func (q *Queue[T]) PeekReady() (a, b []T) {
 	if k == 0 {
 		return nil, nil
 	}
-	end := c.head + k
-	if end <= len(q.items) {
-		return q.items[c.head:end], nil
+	a = q.chunks[0][q.ihead:min(chunkLen, q.ihead+k)]
+	if rest := k - len(a); rest > 0 {
+		b = q.chunks[1][:min(chunkLen, rest)]
 	}
-	return q.items[c.head:], q.items[:end-len(q.items)]
+	return a, b
 }
 
 // Consume removes the first k released items, which the caller got from
 // PeekReady and is done with, making room for Push. Consumed slots are not
-// cleared: pointers in them stay reachable until overwritten or until the
-// queue drains and gives a ring grown past shrinkAbove back.
+// cleared: pointers in them stay reachable until their chunk is reused or
+// dropped.
 func (q *Queue[T]) Consume(k int) {
 	c := &q.c
 	c.mu.Lock()
@@ -315,6 +369,7 @@ func (q *Queue[T]) Consume(k int) {
 	if k > c.released {
 		panic(fmt.Sprintf("mix: Consume(%d) with %d items released", k, c.released))
 	}
+	q.dropFrontLocked(k, false)
 	c.head = (c.head + k) & (len(c.stamps) - 1)
 	c.n -= k
 	c.released -= k
@@ -322,22 +377,35 @@ func (q *Queue[T]) Consume(k int) {
 	q.removedLocked()
 }
 
-// removedLocked follows the removal of items: it gives back a ring that a
-// burst grew once the queue has drained, so an idle circuit costs little (a
-// busy queue rarely drains, so bulk flows seldom pay for regrowing it), and
-// wakes a blocked Push.
+// removedLocked follows the removal of items: once the queue has drained
+// it gives its storage back (all of it but a small stamp ring), so an idle
+// circuit costs little, and it wakes a blocked Push.
 func (q *Queue[T]) removedLocked() {
 	c := &q.c
-	if c.n == 0 && len(c.stamps) > shrinkAbove {
-		c.stamps, q.items, c.head = nil, nil, 0
+	if c.n == 0 {
+		q.releaseChunksLocked()
+		if len(c.stamps) > shrinkAbove {
+			c.stamps, c.head = nil, 0
+		}
 	}
 	if c.waiters > 0 {
 		signal(c.space)
 	}
 }
 
-// shrinkAbove is the ring size above which Consume gives the ring back once
-// the queue drains.
+// releaseChunksLocked returns every chunk to the pool. Only the consumer's
+// own calls (PopReady, Consume) may: a consumer holding slices from
+// PeekReady is done with them once it calls Consume.
+func (q *Queue[T]) releaseChunksLocked() {
+	for i, ch := range q.chunks {
+		q.pool.Put(ch)
+		q.chunks[i] = nil
+	}
+	q.chunks, q.ihead = nil, 0
+}
+
+// shrinkAbove is the stamp ring size above which a drained queue gives its
+// ring back.
 const shrinkAbove = 64
 
 // Close releases the queue: its held items are discarded (and counted in
@@ -365,9 +433,8 @@ func (q *Queue[T]) close(collect bool) []T {
 	if c.n > 0 {
 		if collect {
 			out = make([]T, 0, c.n)
-			mask := len(c.stamps) - 1
 			for i := 0; i < c.n; i++ {
-				out = append(out, q.items[(c.head+i)&mask])
+				out = append(out, *q.slotLocked(i))
 			}
 		}
 		s.held.Add(-int64(c.n))
@@ -379,7 +446,10 @@ func (q *Queue[T]) close(collect bool) []T {
 		}
 	}
 	c.n, c.released, c.head = 0, 0, 0
-	c.stamps, q.items = nil, nil
+	// The chunks are dropped, not pooled: the consumer may still be writing
+	// from slices PeekReady gave it, and a chunk reused by another queue
+	// meanwhile would put that queue's cells on this queue's link.
+	c.stamps, q.chunks, q.ihead = nil, nil, 0
 	return out
 }
 

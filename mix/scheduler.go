@@ -58,6 +58,7 @@ type Scheduler struct {
 	system     bool // clock is SystemClock()
 	metrics    *Metrics
 	wake       chan struct{} // capacity 1; tells Run that the heap's minimum moved earlier
+	chunkPools sync.Map      // reflect.Type of items -> *sync.Pool of their queues' storage chunks
 	running    atomic.Bool
 
 	rngMu sync.Mutex // guards rng
