@@ -163,3 +163,45 @@ func TestConsumeMoreThanReleasedPanics(t *testing.T) {
 	}()
 	q.Consume(1)
 }
+
+// TestBudgetSharesTheMix checks Config.Budget: a queue alone may use the
+// whole budget; past it, a queue holding its share or more waits for its
+// own cells to leave while a lighter queue may still add up to its share.
+func TestBudgetSharesTheMix(t *testing.T) {
+	const budget = 16 // share 2
+	fc := NewFakeClock(testEpoch)
+	s := NewScheduler(Config{Clock: fc, Rand: seededRand(1), Budget: budget})
+	ctx := testCtx(t)
+	spec := DefaultClasses()[ClassInteractive]
+	a := NewQueue[int](s, spec, 100)
+	b := NewQueue[int](s, spec, 100)
+	defer a.Discard()
+	defer b.Discard()
+
+	many := make([]int, budget)
+	if err := a.PushBatch(ctx, many); err != nil { // alone: the whole budget
+		t.Fatal(err)
+	}
+	aMore := pushAsync(ctx, a, 1)
+	expectBlocked(t, aMore)
+	for i := range budget / FairShareDivisor {
+		if err := b.Push(ctx, i); err != nil { // under its share: allowed past the budget
+			t.Fatalf("push %d to the light queue: %v", i, err)
+		}
+	}
+	bMore := pushAsync(ctx, b, 9)
+	expectBlocked(t, bMore)
+	if got := len(a.PopReady(nil)); got != budget {
+		t.Fatalf("popped %d from the heavy queue, want %d", got, budget)
+	}
+	if err := expectReturn(t, aMore); err != nil {
+		t.Fatalf("heavy queue after its cells left: %v", err)
+	}
+	b.PopReady(nil) // its own cells leave: it may push again
+	if err := expectReturn(t, bMore); err != nil {
+		t.Fatalf("light queue after its cells left: %v", err)
+	}
+	if s.Pooled() != 2 {
+		t.Fatalf("Pooled %d, want 2", s.Pooled())
+	}
+}

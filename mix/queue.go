@@ -116,7 +116,8 @@ func NewQueue[T any](s *Scheduler, spec ClassSpec, limit int) *Queue[T] {
 // Push stamps item with its departure time, max(the previous cell's
 // departure, now + a delay drawn for the queue's class), and queues it. While
 // the queue already holds limit items it blocks (backpressure; it never
-// drops) until PopReady or Consume makes room, the queue is closed
+// drops) until PopReady or Consume makes room (and, past the scheduler's
+// Budget, while the queue holds its share or more), the queue is closed
 // (ErrClosed) or ctx is done (ctx's error, wrapped).
 func (q *Queue[T]) Push(ctx context.Context, item T) error {
 	c := &q.c
@@ -148,6 +149,9 @@ func (q *Queue[T]) PushBatch(ctx context.Context, items []T) error {
 			return err
 		}
 		k := min(len(items), c.limit-c.n, pushChunk)
+		if c.s.budget > 0 && c.s.held.Load() >= c.s.budget {
+			k = min(k, max(c.s.share-c.n, 1)) // over budget: up to the share
+		}
 		now := c.s.now()
 		c.s.sampleN(c, d[:k])
 		q.insertLocked(now, d[:k], func(i int) *T { return &items[i] })
@@ -171,7 +175,7 @@ func (q *Queue[T]) waitSpaceLocked(ctx context.Context) error {
 		if c.closed {
 			return ErrClosed
 		}
-		if c.n < c.limit {
+		if c.n < c.limit && (c.s.budget == 0 || c.n < c.s.share || c.s.held.Load() < c.s.budget) {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {

@@ -116,6 +116,11 @@ type MixingConfig struct {
 	Resolution time.Duration `yaml:"resolution"`
 	// QueueCells bounds the cells one circuit-direction holds in the mix.
 	QueueCells int `yaml:"queue_cells"`
+	// BudgetCells is the mix's shared budget: past it, a circuit-direction
+	// holding at least BudgetCells/8 cells waits for its own cells to leave
+	// before adding more (backpressure), so large end-to-end windows cannot
+	// park their excess in this relay.
+	BudgetCells int `yaml:"budget_cells"`
 	// MaxCells bounds the cells the whole relay holds in its mix; past it
 	// the circuit holding the most is destroyed (RESOURCELIMIT).
 	MaxCells int `yaml:"max_cells"`
@@ -192,10 +197,14 @@ const (
 	DefaultShutdownTimeout     = 10 * time.Second
 	DefaultAdvertisedBandwidth = 1 << 20
 	DefaultResolverTimeout     = 5 * time.Second
-	MinPublicOnionKeyRotation  = 24 * time.Hour
-	MinPublishInterval         = time.Second
-	MaxPublishInterval         = 18 * time.Hour // descriptors expire after netdoc.DefaultDescriptorMaxAge
-	minTimeout                 = 10 * time.Millisecond
+	// DefaultMixBudgetCells is mixing.budget_cells: 16 MiB of cells, room
+	// for about 400 MB/s through a 5 ms-mean class (cells spend ~40 ms in
+	// the mix at full speed).
+	DefaultMixBudgetCells     = 32768
+	MinPublicOnionKeyRotation = 24 * time.Hour
+	MinPublishInterval        = time.Second
+	MaxPublishInterval        = 18 * time.Hour // descriptors expire after netdoc.DefaultDescriptorMaxAge
+	minTimeout                = 10 * time.Millisecond
 )
 
 // DefaultExitPolicy is an exit's policy when the config gives none: like
@@ -299,6 +308,9 @@ func (c *Config) setDefaults() {
 	}
 	if m.MaxCells == 0 {
 		m.MaxCells = circuit.DefaultMaxMixCells
+	}
+	if m.BudgetCells == 0 {
+		m.BudgetCells = DefaultMixBudgetCells
 	}
 	e := &c.Exit
 	if e.Policy == nil {
@@ -514,6 +526,10 @@ func (c *Config) checkMixing() error {
 	}
 	if m.MaxCells < m.QueueCells {
 		return config.Errorf("mixing.max_cells", "%d is below mixing.queue_cells (%d): the relay could not hold even one full queue; the default is %d", m.MaxCells, m.QueueCells, circuit.DefaultMaxMixCells)
+	}
+	if m.BudgetCells < mix.FairShareDivisor || m.BudgetCells > m.MaxCells {
+		return config.Errorf("mixing.budget_cells", "%d is out of range: use %d to mixing.max_cells (%d); the default is %d",
+			m.BudgetCells, mix.FairShareDivisor, m.MaxCells, DefaultMixBudgetCells)
 	}
 	if len(m.Classes)+1 > netdoc.MaxDelayClasses {
 		return config.Errorf("mixing.classes", "%d classes; a descriptor lists at most %d", len(m.Classes)+1, netdoc.MaxDelayClasses)

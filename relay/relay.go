@@ -254,7 +254,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	var sched *mix.Scheduler
 	if len(cfg.classes) > 0 {
-		sched = mix.NewScheduler(mix.Config{Metrics: r.mm, Resolution: cfg.Mixing.Resolution})
+		sched = mix.NewScheduler(mix.Config{Metrics: r.mm, Resolution: cfg.Mixing.Resolution, Budget: cfg.Mixing.BudgetCells})
 	}
 	rcfg := circuit.RelayConfig{
 		Identity:           r.keys.id,
