@@ -500,14 +500,14 @@ func (c *Circuit) handleRelay(hop, last int, body *[cell.BodyLen]byte) error {
 // path's bandwidth-delay product: on loopback a 256 KiB window held one
 // stream at ~80 MB/s, and from 1 MiB a class-0 stream is CPU-bound. A
 // delayed class holds each cell ~mean x ln(cells in flight) in each hop's
-// mix (FIFO order inside a circuit; ~38 ms at a 5 ms mean and 100 MB/s),
-// so its round trip is ~0.1 s and it needs a window that much larger for
-// its delays to cost latency rather than throughput (docs/PERFORMANCE.md).
-// yamux's receiver asks for more once half the window is consumed, so a
-// stream keeps between half and all of it in flight. The window costs
-// memory only at the two ends, and only for streams whose reader is slower
-// than the network; relays buffer by their own per-hop windows and mix
-// queues.
+// mix (FIFO order inside a circuit; ~40 ms at a 5 ms mean and 170 MB/s),
+// so at full speed a stream has ~20 MB in flight; yamux's receiver asks for
+// more once half the window is consumed, so a stream keeps between half and
+// all of its window in flight, and delayed classes get 64 MiB, for their
+// delays to cost latency rather than throughput (docs/PERFORMANCE.md). The
+// window costs memory at the two ends only for streams whose reader is
+// slower than the network; relays hold what is in flight in their mix
+// queues, bounded per circuit and shared under the relay's mix budget.
 const (
 	sessionStreamWindow        = 8 << 20
 	delayedSessionStreamWindow = 64 << 20

@@ -47,7 +47,10 @@
 // times in a small ring: it holds memory in proportion to the cells it
 // holds, allocates nothing until its first cell, recycles chunks while
 // cells flow, and gives everything back when it drains, so idle circuits
-// cost little.
+// cost little. With Config.Budget set, queues share the mix: past the
+// budget, a queue holding at least Budget/FairShareDivisor cells takes no
+// more until its own cells leave, so end-to-end windows larger than a
+// path needs cannot park their excess in one relay.
 //
 // Locks: each queue has a mutex, the scheduler one for the heap and one for
 // the random generator; a queue's mutex is always taken before the heap's.
