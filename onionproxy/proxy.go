@@ -648,10 +648,15 @@ func (p *Proxy) fetchUntilOK(ctx context.Context, bootstrapping bool) bool {
 		}
 		switch {
 		case bootstrapping:
-			// The quick first retries are logged once: a network that
-			// is starting serves no consensus for a second or two.
+			// A network that is starting serves no consensus for a
+			// second or two: the first failure is a warning, the quick
+			// retries after it are quiet, and only a bootstrap still
+			// stuck once the retries have slowed is an error.
 			lvl := zapcore.ErrorLevel
-			if attempt > 1 && wait < time.Second {
+			switch {
+			case attempt == 1:
+				lvl = zapcore.WarnLevel
+			case wait < time.Second:
 				lvl = zapcore.DebugLevel
 			}
 			p.log.Log(lvl, "bootstrap stuck at fetching consensus: "+msg, zap.Duration("retry_in", wait))
