@@ -93,7 +93,22 @@ type Dialer struct {
 	Auth  *Auth  // nil: no authentication
 	// Dial opens the TCP connection to the proxy; nil uses a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Phase, if set, is called as each step of the handshake completes:
+	// PhaseConnected (TCP to the proxy), PhaseAuthenticated (method
+	// chosen and, with Auth, credentials accepted) and PhaseReplied (the
+	// proxy's CONNECT reply read), for timing them.
+	Phase func(Phase)
 }
+
+// Phase names a completed step of the handshake.
+type Phase int
+
+// The handshake's steps, in order.
+const (
+	PhaseConnected Phase = iota
+	PhaseAuthenticated
+	PhaseReplied
+)
 
 // DialContext connects to addr (host:port; host may be a name, which the
 // proxy resolves) through the proxy. The context bounds the whole
@@ -123,9 +138,14 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, fmt.Errorf("socks5: connect to proxy: %w", err)
 	}
+	phase := d.Phase
+	if phase == nil {
+		phase = func(Phase) {}
+	}
+	phase(PhaseConnected)
 	// Cancel the handshake by closing the connection.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	err = handshake(c, d.Auth, req)
+	err = handshake(c, d.Auth, req, phase)
 	if !stop() {
 		c.Close()
 		return nil, fmt.Errorf("socks5: handshake: %w", ctx.Err())
@@ -169,7 +189,7 @@ func appendUserPass(b []byte, a *Auth) ([]byte, error) {
 	return append(b, a.Pass...), nil
 }
 
-func handshake(c net.Conn, auth *Auth, req []byte) error {
+func handshake(c net.Conn, auth *Auth, req []byte, phase func(Phase)) error {
 	// Greeting and request are sent without waiting where the protocol
 	// allows: the method choice must be read before authenticating.
 	greet := []byte{version5, 1, methodNoAuth}
@@ -207,10 +227,15 @@ func handshake(c net.Conn, auth *Auth, req []byte) error {
 			return ErrAuthRejected
 		}
 	}
+	phase(PhaseAuthenticated)
 	if _, err := c.Write(req); err != nil {
 		return fmt.Errorf("socks5: send CONNECT: %w", err)
 	}
-	return readReply(c)
+	if err := readReply(c); err != nil {
+		return err
+	}
+	phase(PhaseReplied)
+	return nil
 }
 
 // readReply reads a CONNECT reply, bound address included.

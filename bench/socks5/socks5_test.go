@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -132,20 +133,29 @@ func TestDialUserPass(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	d := &Dialer{Proxy: proxy, Auth: &Auth{User: "class=1:iso", Pass: "pw"}}
+	var phases []Phase
+	d := &Dialer{Proxy: proxy, Auth: &Auth{User: "class=1:iso", Pass: "pw"},
+		Phase: func(p Phase) { phases = append(phases, p) }}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("www.chive.test", port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	echoRoundTrip(t, c)
 	c.Close()
+	if want := []Phase{PhaseConnected, PhaseAuthenticated, PhaseReplied}; !slices.Equal(phases, want) {
+		t.Errorf("phases %v, want %v", phases, want)
+	}
 	if len(res.names) != 1 || res.names[0] != "www.chive.test" {
 		t.Errorf("proxy resolved %q, want [www.chive.test] (the name must reach the proxy unresolved)", res.names)
 	}
 
 	d.Auth.Pass = "wrong"
+	phases = nil
 	if _, err := d.DialContext(ctx, "tcp", net.JoinHostPort("www.chive.test", port)); !errors.Is(err, ErrAuthRejected) {
 		t.Errorf("wrong password: got %v, want ErrAuthRejected", err)
+	}
+	if want := []Phase{PhaseConnected}; !slices.Equal(phases, want) {
+		t.Errorf("phases of a rejected login %v, want %v", phases, want)
 	}
 	d.Auth = nil
 	if _, err := d.DialContext(ctx, "tcp", net.JoinHostPort("www.chive.test", port)); !errors.Is(err, ErrNoMethod) {

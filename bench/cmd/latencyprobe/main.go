@@ -18,6 +18,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/chive-net/chive/bench/socks5"
 )
 
 func main() {
@@ -101,54 +104,18 @@ func socksMain(args []string) error {
 // socksOnce makes one request and returns the duration of each phase.
 func socksOnce(proxy, host string, port uint16, path, user string) ([4]time.Duration, error) {
 	var p [4]time.Duration
+	var at [3]time.Time
+	d := &socks5.Dialer{Proxy: proxy, Auth: &socks5.Auth{User: user, Pass: "x"},
+		Phase: func(ph socks5.Phase) { at[ph] = time.Now() }}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	t0 := time.Now()
-	c, err := net.Dial("tcp", proxy)
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
 	if err != nil {
 		return p, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	t1 := time.Now()
-	buf := make([]byte, 512)
-	if _, err := c.Write([]byte{5, 1, 2}); err != nil {
-		return p, err
-	}
-	if _, err := io.ReadFull(c, buf[:2]); err != nil || buf[1] != 2 {
-		return p, fmt.Errorf("greeting: method %d, %v", buf[1], err)
-	}
-	auth := append([]byte{1, byte(len(user))}, user...)
-	auth = append(auth, 1, 'x')
-	if _, err := c.Write(auth); err != nil {
-		return p, err
-	}
-	if _, err := io.ReadFull(c, buf[:2]); err != nil || buf[1] != 0 {
-		return p, fmt.Errorf("authentication: status %d, %v", buf[1], err)
-	}
-	t2 := time.Now()
-	req := append([]byte{5, 1, 0, 3, byte(len(host))}, host...)
-	req = append(req, byte(port>>8), byte(port))
-	if _, err := c.Write(req); err != nil {
-		return p, err
-	}
-	if _, err := io.ReadFull(c, buf[:4]); err != nil {
-		return p, err
-	}
-	if buf[1] != 0 {
-		return p, fmt.Errorf("CONNECT refused: SOCKS reply %d", buf[1])
-	}
-	rest := map[byte]int{1: 6, 4: 18}[buf[3]]
-	if buf[3] == 3 {
-		if _, err := io.ReadFull(c, buf[:1]); err != nil {
-			return p, err
-		}
-		rest = int(buf[0]) + 2
-	}
-	if rest == 0 {
-		return p, fmt.Errorf("CONNECT reply: address type %d", buf[3])
-	}
-	if _, err := io.ReadFull(c, buf[:rest]); err != nil {
-		return p, err
-	}
 	t3 := time.Now()
 	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, net.JoinHostPort(host, strconv.Itoa(int(port)))); err != nil {
 		return p, err
@@ -159,7 +126,10 @@ func socksOnce(proxy, host string, port uint16, path, user string) ([4]time.Dura
 	}
 	t4 := time.Now()
 	io.Copy(io.Discard, br)
-	p = [4]time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3)}
+	// Time after the CONNECT reply until the request goes out is the
+	// probe's own, and is left out.
+	p = [4]time.Duration{at[socks5.PhaseConnected].Sub(t0), at[socks5.PhaseAuthenticated].Sub(at[socks5.PhaseConnected]),
+		at[socks5.PhaseReplied].Sub(at[socks5.PhaseAuthenticated]), t4.Sub(t3)}
 	return p, nil
 }
 
