@@ -40,8 +40,9 @@ type RelayConfig struct {
 	// MixQueueCells bounds the cells one circuit-direction may hold in the
 	// mix before its reader waits (backpressure, never loss). A stream at
 	// 100 MB/s through a 5 ms-mean class holds ~9,000 cells in each hop's
-	// mix, so the default leaves room for that; a queue's ring grows only
-	// as far as its cells need and is given back when it drains.
+	// mix (~13,000 at 170 MB/s), so the default leaves room for that; a
+	// queue holds memory only for the cells it holds, and the relay's mix
+	// budget (mix.Config.Budget) shares the mix among busy circuits.
 	MixQueueCells int
 	// MaxMixCells bounds the cells the whole relay holds in its mix. Past
 	// it, the circuit holding the most is destroyed with RESOURCELIMIT (as
@@ -554,7 +555,7 @@ func (r *Relay) waitBandwidth(ctx context.Context, n int) error {
 }
 
 // pushMix hands cells to the mix queue, one delay each. The queue copies
-// them into its ring: cells is the caller's buffer.
+// them into its own storage: cells is the caller's buffer.
 func (c *relayCircuit) pushMix(q *mix.Queue[cell.Cell], cells []byte) error {
 	if err := q.PushBatch(c.ctx, asCells(cells)); err != nil {
 		return &destroyErr{reason: cell.DestroyDestroyed, detail: "mix queue: " + err.Error()}
@@ -623,8 +624,8 @@ func (c *relayCircuit) mixWriter(q *mix.Queue[cell.Cell], dst func() *hopWriter)
 			q.Discard()
 			return
 		}
-		// Write the released cells straight from the queue's ring, in
-		// batches, and only then let Push reuse their slots.
+		// Write the released cells straight from the queue's storage, in
+		// batches, and only then let Push reuse it.
 		for {
 			a, b := q.PeekReady()
 			if len(a) == 0 {
