@@ -92,6 +92,9 @@ func startNet(t *testing.T, o testnet.Options) *testnet.Network {
 		o.Dir = t.TempDir()
 	}
 	o.Log = testWriter{t}
+	if o.LogLevel == "" {
+		o.LogLevel = os.Getenv("CHIVE_E2E_LOGLEVEL") // "debug" to chase a failure
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	n, err := testnet.Up(ctx, o)
@@ -114,9 +117,24 @@ func startNet(t *testing.T, o testnet.Options) *testnet.Network {
 	return n
 }
 
+// dumpLogs prints the end of every program's log and, when
+// CHIVE_E2E_LOGDIR names a directory, copies the whole logs there.
 func dumpLogs(t *testing.T, n *testnet.Network) {
+	keep := os.Getenv("CHIVE_E2E_LOGDIR")
+	if keep != "" {
+		keep = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			t.Logf("keeping logs: %v", err)
+			keep = ""
+		}
+	}
 	for _, p := range n.Processes() {
 		b, _ := os.ReadFile(p.LogFile)
+		if keep != "" {
+			if err := os.WriteFile(filepath.Join(keep, filepath.Base(p.LogFile)), b, 0o644); err != nil {
+				t.Logf("keeping logs: %v", err)
+			}
+		}
 		if len(b) > 3000 {
 			b = b[len(b)-3000:]
 		}

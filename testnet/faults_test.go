@@ -3,7 +3,9 @@ package testnet_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,21 +29,29 @@ func nickByShortID(t *testing.T, n *testnet.Network) map[string]string {
 	return m
 }
 
-// busyPath waits for a circuit carrying a stream and returns its relays'
-// names, guard first.
+// busyPath returns the relays' names, guard first, of the one circuit
+// carrying a stream. Call it once the stream is connected: before that the
+// proxy may still move the stream to another circuit.
 func busyPath(t *testing.T, n *testnet.Network) []string {
 	t.Helper()
 	names := nickByShortID(t, n)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
+		var busy [][]string
 		for _, c := range proxyStatus(t, n).Circuits {
-			if c.Active > 0 {
+			if c.Active > 0 && c.State != "closing" {
 				var path []string
 				for _, id := range c.Path {
 					path = append(path, names[id])
 				}
-				return path
+				busy = append(busy, path)
 			}
+		}
+		if len(busy) == 1 {
+			return busy[0]
+		}
+		if len(busy) > 1 {
+			t.Fatalf("%d circuits carry streams, want only the download's: %v", len(busy), busy)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -66,26 +76,52 @@ func anyPath(t *testing.T, n *testnet.Network) []string {
 	return nil
 }
 
-// longDownload starts curl on a slow 1 GiB download and returns it.
-func longDownload(t *testing.T, n *testnet.Network) *exec.Cmd {
+// download is a curl process fetching a slow 1 GiB body through the proxy.
+type download struct {
+	cmd  *exec.Cmd
+	out  string     // the body so far
+	done chan error // cmd.Wait's result; only this goroutine waits
+}
+
+// longDownload starts curl on a slow 1 GiB download and returns once its
+// first bytes have arrived, so the stream is connected and settled on its
+// circuit.
+func longDownload(t *testing.T, n *testnet.Network) *download {
 	t.Helper()
+	d := &download{out: filepath.Join(t.TempDir(), "body"), done: make(chan error, 1)}
 	url := fmt.Sprintf("http://%s:%d/size/%d", services.WebHost, n.Web.Port(), 1<<30)
-	cmd := exec.Command("curl", "-sS", "-o", "/dev/null", "--limit-rate", "4M", "--socks5-hostname", n.SOCKS, url)
-	if err := cmd.Start(); err != nil {
+	d.cmd = exec.Command("curl", "-sS", "-o", d.out, "--limit-rate", "4M", "--socks5-hostname", n.SOCKS, url)
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(d.out); err == nil && fi.Size() > 0 {
+			return d
+		}
+		select {
+		case err := <-d.done:
+			d.done <- err // for the cleanup
+			t.Fatalf("the download ended before its first byte: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatal("no byte of the download within 30 s")
+	return nil
 }
 
 // expectFailsPromptly checks that an interrupted download ends with an
 // error, not a hang.
-func expectFailsPromptly(t *testing.T, cmd *exec.Cmd, what string) {
+func expectFailsPromptly(t *testing.T, d *download, what string) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
+	case err := <-d.done:
+		d.done <- err // for the cleanup
 		if err == nil {
 			t.Fatalf("%s: the 1 GiB download completed", what)
 		}
