@@ -9,7 +9,8 @@
 // load many frames leave in one write; when idle a frame leaves at once, with
 // no added latency. A data header is kept back until its body arrives, so a
 // frame is not split across two writes needlessly; it is never kept back
-// longer than the next Write.
+// longer than the next Write. Optionally (HoldACKs) a stream's ACK is kept
+// back briefly for the same reason.
 //
 // Header recognition relies on yamux's framing (version 0; type 0 = data;
 // big-endian length in bytes 8..12) and on the body following its header from
@@ -43,15 +44,21 @@ type Conn struct {
 	lastFlush atomic.Int64 // unix nanoseconds of the last completed write
 	flush     func() error // called after each batch, if set
 
-	mu     sync.Mutex // guards the following fields
-	work   sync.Cond  // signalled when buf gains flushable bytes, or on close
-	space  sync.Cond  // signalled when buf is taken by the flusher, or on failure
-	buf    []byte
-	spare  []byte
-	held   bool // buf ends in a data header whose body has not arrived yet
-	closed bool
-	err    error
-	max    int
+	mu    sync.Mutex // guards the following fields
+	work  sync.Cond  // signalled when buf gains flushable bytes, or on close
+	space sync.Cond  // signalled when buf is taken by the flusher, or on failure
+	buf   []byte
+	spare []byte
+	held  bool // buf ends in a data header whose body has not arrived yet
+	// ackHeld: buf is exactly one stream-accepting window update (yamux's
+	// ACK), kept back for at most holdACK so that it leaves with the next
+	// frame, normally the stream's first reply.
+	ackHeld  bool
+	holdACK  time.Duration
+	ackTimer *time.Timer
+	closed   bool
+	err      error
+	max      int
 
 	done chan struct{} // closed when the flusher exits
 }
@@ -86,6 +93,20 @@ func (w *Conn) Write(p []byte) (int, error) {
 	if w.closed {
 		return 0, ErrClosed
 	}
+	if w.holdACK > 0 && len(w.buf) == 0 && isPureACK(p) {
+		w.buf = append(w.buf, p...)
+		w.ackHeld = true
+		if w.ackTimer == nil {
+			w.ackTimer = time.AfterFunc(w.holdACK, w.releaseACK)
+		} else {
+			w.ackTimer.Reset(w.holdACK)
+		}
+		return len(p), nil
+	}
+	if w.ackHeld {
+		w.ackHeld = false // it leaves with p
+		w.ackTimer.Stop()
+	}
 	wasHeld := w.held
 	w.buf = append(w.buf, p...)
 	w.held = !wasHeld && isDataHeaderWithBody(p)
@@ -93,6 +114,33 @@ func (w *Conn) Write(p []byte) (int, error) {
 		w.work.Signal()
 	}
 	return len(p), nil
+}
+
+// HoldACKs makes the window update that accepts a stream (yamux's ACK) wait
+// up to d for the next frame, so that an answer written soon after accepting
+// a stream leaves in the same write as the ACK: over a circuit, one cell
+// instead of two through every hop. A stream's opener does not wait for the
+// ACK (it may send at once), so holding it delays nothing. Call HoldACKs
+// before the first Write.
+func (w *Conn) HoldACKs(d time.Duration) { w.holdACK = d }
+
+// releaseACK lets a held ACK go on its own once holdACK has passed.
+func (w *Conn) releaseACK() {
+	w.mu.Lock()
+	if w.ackHeld {
+		w.ackHeld = false
+		w.work.Signal()
+	}
+	w.mu.Unlock()
+}
+
+// isPureACK reports whether p is a yamux window update header whose only
+// flag is ACK (it may carry a window credit, which the opener needs only once
+// it has the answer).
+func isPureACK(p []byte) bool {
+	const typeWindowUpdate, flagACK = 1, 2
+	return len(p) == yamuxHeaderLen && p[0] == 0 && p[1] == typeWindowUpdate &&
+		binary.BigEndian.Uint16(p[2:4]) == flagACK
 }
 
 func isDataHeaderWithBody(p []byte) bool {
@@ -103,6 +151,9 @@ func isDataHeaderWithBody(p []byte) bool {
 // flushableLocked is how many leading bytes of buf may leave now: all but a
 // held header.
 func (w *Conn) flushableLocked() int {
+	if w.ackHeld {
+		return 0
+	}
 	if w.held {
 		return len(w.buf) - yamuxHeaderLen
 	}
@@ -160,6 +211,10 @@ func (w *Conn) Close() error {
 	}
 	w.closed = true
 	w.held = false
+	w.ackHeld = false
+	if w.ackTimer != nil {
+		w.ackTimer.Stop()
+	}
 	w.work.Broadcast()
 	w.space.Broadcast()
 	w.mu.Unlock()

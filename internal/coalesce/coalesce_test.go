@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 )
 
@@ -168,5 +169,186 @@ func TestWriteAfterFailure(t *testing.T) {
 			t.Fatal("Write kept succeeding after the connection failed")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// flagged is a window update header with the given flags.
+func flagged(flags uint16) []byte {
+	h := header(1, 0)
+	binary.BigEndian.PutUint16(h[2:4], flags)
+	return h
+}
+
+func waitWrites(t *testing.T, cc *countingConn, n int, within time.Duration) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		cc.mu.Lock()
+		got := append([][]byte(nil), cc.writes...)
+		cc.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes within %v, want %d", len(got), within, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestACKLeavesWithReply(t *testing.T) {
+	cc := &countingConn{}
+	w := New(cc, 0, nil)
+	w.HoldACKs(time.Minute)
+	ack := flagged(2)
+	w.Write(ack)
+	time.Sleep(20 * time.Millisecond) // the flusher must not send the ACK alone
+	cc.mu.Lock()
+	n := len(cc.writes)
+	cc.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the ACK left alone in %d writes; want it held for the reply", n)
+	}
+	reply := header(yamuxTypeData, 5)
+	w.Write(reply)
+	w.Write([]byte("hello"))
+	got := waitWrites(t, cc, 1, 5*time.Second)
+	w.Close()
+	want := append(append(append([]byte(nil), ack...), reply...), "hello"...)
+	if len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("wrote %x, want %x in one write", got, want)
+	}
+}
+
+func TestHeldACKLeavesAfterHoldTime(t *testing.T) {
+	cc := &countingConn{}
+	w := New(cc, 0, nil)
+	defer w.Close()
+	w.HoldACKs(30 * time.Millisecond)
+	start := time.Now()
+	w.Write(flagged(2))
+	got := waitWrites(t, cc, 1, 5*time.Second)
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Fatalf("the ACK left after %v, before its hold time", d)
+	}
+	if !bytes.Equal(got[0], flagged(2)) {
+		t.Fatalf("wrote %x", got[0])
+	}
+	// The timer is reused for the next stream's ACK.
+	w.Write(flagged(2))
+	waitWrites(t, cc, 2, 5*time.Second)
+}
+
+func TestOnlyPureACKsHeld(t *testing.T) {
+	// SYN, SYN+ACK, FIN, RST and ACK+FIN go at once: only a plain ACK
+	// (which may carry a window credit) is held.
+	for _, flags := range []uint16{1, 3, 4, 8, 2 | 4} {
+		cc := &countingConn{}
+		w := New(cc, 0, nil)
+		w.HoldACKs(time.Minute)
+		w.Write(flagged(flags))
+		waitWrites(t, cc, 1, 5*time.Second)
+		w.Close()
+	}
+	cc := &countingConn{}
+	w := New(cc, 0, nil)
+	defer w.Close()
+	w.HoldACKs(time.Minute)
+	partial := flagged(2)
+	w.Write(partial[:4]) // not a whole header: never held
+	waitWrites(t, cc, 1, 5*time.Second)
+}
+
+func TestCloseSendsHeldACK(t *testing.T) {
+	cc := &countingConn{}
+	w := New(cc, 0, nil)
+	w.HoldACKs(time.Minute)
+	w.Write(flagged(2))
+	w.Close()
+	if got := bytes.Join(cc.writes, nil); !bytes.Equal(got, flagged(2)) {
+		t.Fatalf("Close wrote %x, want the held ACK", got)
+	}
+}
+
+// recordingConn is a net.Conn whose writes are also recorded.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// TestYamuxACKWithReply runs real yamux sessions: the server's ACK of a
+// stream and its answer leave in one write, and streams whose answer comes
+// late (after the hold) or never still open and work.
+func TestYamuxACKWithReply(t *testing.T) {
+	a, b := net.Pipe()
+	rec := &recordingConn{Conn: b}
+	sc := New(rec, 0, nil)
+	sc.HoldACKs(50 * time.Millisecond)
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cfg.EnableKeepAlive = false
+	srv, err := yamux.Server(sc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	go func() {
+		for i := 0; ; i++ {
+			s, err := srv.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer s.Close()
+				buf := make([]byte, 4)
+				if _, err := io.ReadFull(s, buf); err != nil {
+					return
+				}
+				if i == 1 {
+					time.Sleep(200 * time.Millisecond) // answer after the hold
+				}
+				s.Write(buf)
+			}()
+		}
+	}()
+	for i := range 2 {
+		rec.mu.Lock()
+		before := len(rec.writes)
+		rec.mu.Unlock()
+		s, err := cli.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write([]byte("ping"))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(s, got); err != nil || string(got) != "ping" {
+			t.Fatalf("stream %d: read %q, %v", i, got, err)
+		}
+		rec.mu.Lock()
+		first := rec.writes[before]
+		rec.mu.Unlock()
+		isACK := isPureACK(first[:yamuxHeaderLen])
+		switch {
+		case !isACK:
+			t.Fatalf("stream %d: the server's first write %x is not the ACK", i, first)
+		case i == 0 && len(first) < 2*yamuxHeaderLen+4:
+			t.Fatalf("stream 0: the ACK left in a write of %d bytes, want it with the answer", len(first))
+		case i == 1 && len(first) != yamuxHeaderLen:
+			t.Fatalf("stream 1: the ACK left in a write of %d bytes, want it alone after the hold", len(first))
+		}
+		s.Close()
 	}
 }
