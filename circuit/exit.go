@@ -55,6 +55,10 @@ type ExitConfig struct {
 	// ResolveTTL is the TTL reported for RESOLVE answers (LookupHost gives
 	// no TTL).
 	ResolveTTL time.Duration
+	// MaxBufferedBytes bounds the bytes the exit holds for all its
+	// destinations: sent by clients, not yet read by the exit. Past it, the
+	// circuit holding the most is destroyed with RESOURCELIMIT.
+	MaxBufferedBytes int64
 }
 
 // Defaults for zero ExitConfig fields.
@@ -64,14 +68,16 @@ const (
 	DefaultMaxStreamsPerCircuit = 256
 	DefaultMaxStreams           = 8192
 	DefaultResolveTTL           = 60 * time.Second
+	DefaultMaxBufferedBytes     = 256 << 20
 	requestTimeout              = 30 * time.Second
 )
 
 // exitState is what all of a relay's exit circuits share.
 type exitState struct {
-	cfg     ExitConfig
-	streams atomic.Int64
-	wg      sync.WaitGroup // stream goroutines
+	cfg      ExitConfig
+	streams  atomic.Int64
+	buffered atomic.Int64   // bytes held for destinations (see exitBuffers)
+	wg       sync.WaitGroup // stream goroutines
 }
 
 func newExitState(cfg *ExitConfig) (*exitState, error) {
@@ -98,6 +104,9 @@ func newExitState(cfg *ExitConfig) (*exitState, error) {
 	if c.ResolveTTL <= 0 {
 		c.ResolveTTL = DefaultResolveTTL
 	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
 	return &exitState{cfg: c}, nil
 }
 
@@ -108,6 +117,7 @@ var errEndReceived = errors.New("circuit: END received")
 type exitSession struct {
 	c       *relayCircuit
 	pipe    *pipe
+	bufs    *exitBuffers
 	sess    *yamux.Session
 	streams atomic.Int64
 }
@@ -126,8 +136,9 @@ func (c *relayCircuit) exitSession() (*exitSession, error) {
 	if c.ctx.Err() != nil {
 		return nil, &destroyErr{reason: cell.DestroyDestroyed, detail: "circuit gone"}
 	}
-	e := &exitSession{c: c}
+	e := &exitSession{c: c, bufs: newExitBuffers(c.r.exit)}
 	e.pipe = newPipe(e.sendData)
+	e.pipe.accepted = e.bufs.delivered
 	conn := coalesce.New(e.pipe, 0, nil)
 	conn.HoldACKs(ackHold)
 	sess, err := yamux.Server(conn, sessionConfig(c.r.exit.cfg.MaxStreamsPerCircuit, uint8(c.class)))
@@ -168,6 +179,7 @@ func (e *exitSession) sendData(p []byte) error {
 func (e *exitSession) close() {
 	e.sess.Close()
 	e.pipe.closeRead(io.EOF)
+	e.bufs.closeAll()
 }
 
 func (e *exitSession) acceptLoop() {
@@ -190,10 +202,12 @@ func (e *exitSession) acceptLoop() {
 // the destination.
 func (e *exitSession) serveStream(st *yamux.Stream) {
 	defer st.Close()
+	defer e.bufs.done(st.StreamID())
+	rd := countingStream{readDeadliner: st, b: e.bufs, id: st.StreamID()}
 	r := e.c.r
 	x := r.exit
 	st.SetReadDeadline(time.Now().Add(requestTimeout))
-	req, err := cell.ReadStreamRequest(st)
+	req, err := cell.ReadStreamRequest(rd)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
 		status := cell.StatusForRequestError(err)
@@ -227,7 +241,7 @@ func (e *exitSession) serveStream(st *yamux.Stream) {
 			return
 		}
 		cancel()
-		splice(st, conn, x.cfg.IdleTimeout)
+		splice(st, rd, conn, x.cfg.IdleTimeout)
 	case cell.StreamResolve:
 		addrs, status := e.resolve(ctx, req.Host)
 		e.countStream(req.Kind, status)
@@ -347,14 +361,14 @@ func dialStatus(ctx context.Context, err error) cell.StreamStatus {
 
 // splice copies both ways until both directions end, or nothing moves for
 // idle.
-func splice(st *yamux.Stream, conn net.Conn, idle time.Duration) {
+func splice(st *yamux.Stream, rd readDeadliner, conn net.Conn, idle time.Duration) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		copyIdle(conn, st, st, &last, idle)
+		copyIdle(conn, rd, rd, &last, idle)
 		closeWrite(conn)
 	}()
 	go func() {

@@ -10,16 +10,17 @@ import (
 // relay or a client; the collectors a role does not use stay at zero.
 type Metrics struct {
 	// Relay side.
-	relayCircuits        prometheus.Gauge
-	relayCircuitsCreated prometheus.Counter
-	circuitsRefused      *prometheus.CounterVec
-	circuitsDestroyed    *prometheus.CounterVec
-	handshakeFailures    prometheus.Counter
-	extendFailures       *prometheus.CounterVec
-	cellsForwarded       *prometheus.CounterVec
-	dropCells            prometheus.Counter
-	exitStreams          *prometheus.CounterVec
-	circuitsKilledOOM    prometheus.Counter
+	relayCircuits             prometheus.Gauge
+	relayCircuitsCreated      prometheus.Counter
+	circuitsRefused           *prometheus.CounterVec
+	circuitsDestroyed         *prometheus.CounterVec
+	handshakeFailures         prometheus.Counter
+	extendFailures            *prometheus.CounterVec
+	cellsForwarded            *prometheus.CounterVec
+	dropCells                 prometheus.Counter
+	exitStreams               *prometheus.CounterVec
+	circuitsKilledOOM         prometheus.Counter
+	circuitsKilledExitBuffers prometheus.Counter
 
 	// Client side.
 	clientCircuits prometheus.Gauge
@@ -53,6 +54,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 			Name: "exit_streams_total", Help: "Exit stream requests, by kind and status."}, []string{"kind", "status"}),
 		circuitsKilledOOM: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
 			Name: "circuits_killed_mix_budget_total", Help: "Circuits destroyed because the relay's mix held more cells than its budget."}),
+		circuitsKilledExitBuffers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "circuits_killed_exit_buffers_total", Help: "Exit circuits destroyed because the exit held more bytes for its destinations than its budget."}),
 		clientCircuits: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "client_circuits_open", Help: "Client circuits currently built."}),
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
@@ -67,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.relayCircuits, m.relayCircuitsCreated, m.circuitsRefused, m.circuitsDestroyed,
-			m.handshakeFailures, m.extendFailures, m.cellsForwarded, m.dropCells, m.exitStreams, m.circuitsKilledOOM,
+			m.handshakeFailures, m.extendFailures, m.cellsForwarded, m.dropCells, m.exitStreams, m.circuitsKilledOOM, m.circuitsKilledExitBuffers,
 			m.clientCircuits, m.builds, m.buildSeconds, m.cellsOut, m.cellsIn)
 	}
 	return m

@@ -34,6 +34,9 @@ type pipeChunk struct {
 // pipe holds no buffer.
 type pipe struct {
 	send func(p []byte) error // sends p as DATA cells, in order
+	// accepted, if set, sees every DATA payload the pipe takes (not what it
+	// drops once the session is gone), in order, under the pipe's lock.
+	accepted func(data []byte)
 
 	mu       sync.Mutex // guards the following fields
 	cond     sync.Cond  // signalled on new data or close
@@ -58,6 +61,9 @@ func (p *pipe) deliver(data []byte) error {
 	}
 	if p.buffered+len(data) > maxPipeBuffer {
 		return errPipeOverflow
+	}
+	if p.accepted != nil {
+		p.accepted(data)
 	}
 	p.buffered += len(data)
 	for len(data) > 0 {

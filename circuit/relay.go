@@ -667,6 +667,9 @@ func (c *relayCircuit) handleForUs(body *[cell.BodyLen]byte) error {
 		if err := e.pipe.deliver(data); err != nil {
 			return protocolErr("%v", err)
 		}
+		if x := c.r.exit; x.buffered.Load() > x.cfg.MaxBufferedBytes {
+			c.r.relieveExitBuffers()
+		}
 		return nil
 	case cell.RelayEnd:
 		c.exitMu.Lock()

@@ -153,6 +153,10 @@ type ExitConfig struct {
 	// MaxStreamsPerCircuit and MaxStreams bound open exit streams.
 	MaxStreamsPerCircuit int `yaml:"max_streams_per_circuit"`
 	MaxStreams           int `yaml:"max_streams"`
+	// BufferMiB bounds the data the exit holds for all its destinations
+	// (sent by clients, not yet taken by the destinations); past it the
+	// circuit holding the most is destroyed. Default 256.
+	BufferMiB int `yaml:"buffer_mib"`
 }
 
 // AuthorityConfig names one directory authority.
@@ -330,6 +334,9 @@ func (c *Config) setDefaults() {
 	}
 	if e.MaxStreams == 0 {
 		e.MaxStreams = 8192
+	}
+	if e.BufferMiB == 0 {
+		e.BufferMiB = circuit.DefaultMaxBufferedBytes >> 20
 	}
 }
 
@@ -587,6 +594,8 @@ func (c *Config) checkExit() error {
 		return config.Errorf("exit.max_streams_per_circuit", "%d: must be at least 1 (default 256)", e.MaxStreamsPerCircuit)
 	case e.MaxStreams < 1:
 		return config.Errorf("exit.max_streams", "%d: must be at least 1 (default 8192)", e.MaxStreams)
+	case e.BufferMiB < 64:
+		return config.Errorf("exit.buffer_mib", "%d: must be at least 64 (default %d), as one stream of a delayed class may hold 64 MiB", e.BufferMiB, circuit.DefaultMaxBufferedBytes>>20)
 	}
 	if e.AllowPrivateDestinations && !c.Testnet {
 		return config.Errorf("exit.allow_private_destinations", "lets clients reach this host's private network; it is only allowed together with testnet: true")

@@ -58,6 +58,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"class 2 mean", c.classes[2].Mean, 250 * time.Millisecond},
 		{"class 2 cap", c.classes[2].Cap, 2500 * time.Millisecond},
 		{"exit.enabled", c.Exit.Enabled, false},
+		{"exit.buffer_mib", c.Exit.BufferMiB, 256},
 		{"exit policy default", c.exitPolicy.String(), strings.Join(DefaultExitPolicy, ", ")},
 		{"testnet", c.Testnet, false},
 	}
@@ -142,6 +143,7 @@ func TestConfigErrors(t *testing.T) {
 		{"non-canonical rule", minimal + "exit:\n  policy: [\"accept 10.1.2.3/8:*\"]\n", []string{`"exit.policy[0]"`}},
 		{"resolver name", minimal + "exit:\n  resolvers: [dns.example.com]\n", []string{`"exit.resolvers[0]"`, "IP:port"}},
 		{"private dests without testnet", minimal + "exit:\n  allow_private_destinations: true\n", []string{`"exit.allow_private_destinations"`, "testnet: true"}},
+		{"exit buffer too small", minimal + "exit:\n  buffer_mib: 8\n", []string{`"exit.buffer_mib"`, "at least 64"}},
 		{"bad authority id", minimal + "authorities:\n  - {id: xyz, address: 192.0.2.1:7000}\n", []string{`"authorities[0].id"`}},
 		{"bad authority address", minimal + "authorities:\n  - {id: " + id + ", address: 192.0.2.1}\n", []string{`"authorities[0].address"`, "host:port"}},
 		{"authority twice", minimal + "authorities:\n  - {id: " + id + ", address: 192.0.2.1:7000}\n  - {id: " + id + ", address: 192.0.2.2:7000}\n", []string{`"authorities[1].id"`, "twice"}},

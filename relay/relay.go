@@ -523,6 +523,7 @@ func (r *Relay) exitConfig() (*circuit.ExitConfig, error) {
 		IdleTimeout:          e.IdleTimeout,
 		MaxStreamsPerCircuit: e.MaxStreamsPerCircuit,
 		MaxStreams:           e.MaxStreams,
+		MaxBufferedBytes:     int64(e.BufferMiB) << 20,
 	}, nil
 }
 
