@@ -160,12 +160,12 @@ func (s countingStream) Read(p []byte) (int, error) {
 }
 
 // relieveExitBuffers destroys the exit circuit holding the most bytes for
-// its destinations when the exit holds more than MaxBufferedBytes. Like
-// relieveMix, the destroy runs in its own goroutine and later deliveries
-// check again.
+// its destinations when the exit holds more than MaxBufferedBytes, unless
+// the circuits already being destroyed hold the excess. Like relieveMix,
+// the destroy runs in its own goroutine and later deliveries check again.
 func (r *Relay) relieveExitBuffers() {
 	var worst *relayCircuit
-	var most int64
+	var most, dying int64
 	r.mu.Lock()
 	circs := make([]*relayCircuit, 0, len(r.circuits))
 	for c := range r.circuits {
@@ -173,18 +173,23 @@ func (r *Relay) relieveExitBuffers() {
 	}
 	r.mu.Unlock()
 	for _, c := range circs {
-		if c.oomKilled.Load() {
-			continue
-		}
 		c.exitMu.Lock()
 		e := c.exit
 		c.exitMu.Unlock()
 		if e == nil {
 			continue
 		}
-		if n := e.bufs.Total(); n > most {
+		n := e.bufs.Total()
+		if c.oomKilled.Load() {
+			dying += n // freed once its destroy has run
+			continue
+		}
+		if n > most {
 			worst, most = c, n
 		}
+	}
+	if r.exit.buffered.Load()-dying <= r.exit.cfg.MaxBufferedBytes {
+		return // the circuits already being destroyed bring it under budget
 	}
 	if worst == nil || !worst.oomKilled.CompareAndSwap(false, true) {
 		return

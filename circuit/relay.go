@@ -962,6 +962,11 @@ func (c *relayCircuit) destroy(reason cell.DestroyReason, from side) {
 		}
 		c.exitMu.Lock()
 		e := c.exit
+		if e != nil {
+			// Its bytes stop counting before the session is out of sight,
+			// so that relieveExitBuffers never sees them unattributed.
+			e.bufs.closeAll()
+		}
 		c.exit = nil
 		c.exitMu.Unlock()
 		if e != nil {
