@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -96,6 +97,9 @@ type circManager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	// refillArmed: a delayed kick (claimedCleanLocked) is pending.
+	refillArmed atomic.Bool
+	kicks       atomic.Int64 // kick calls, for tests
 
 	mu          sync.Mutex // guards the following fields and circ's mutable ones
 	circs       []*circ
@@ -142,6 +146,7 @@ func (m *circManager) start() {
 
 // kick asks the maintenance loop to run soon.
 func (m *circManager) kick() {
+	m.kicks.Add(1)
 	select {
 	case m.wake <- struct{}{}:
 	default:
@@ -149,6 +154,33 @@ func (m *circManager) kick() {
 }
 
 const maintainEvery = time.Second
+
+// refillDelay is how long the replacement of a clean circuit that a stream
+// has just claimed waits while another clean circuit of the class is still
+// ready, so that the stream's first round trips do not compete for the CPU
+// with the replacement's handshakes (three at the client, one at each relay).
+const refillDelay = 100 * time.Millisecond
+
+// claimedCleanLocked starts the replacement of a clean circuit (or build) of
+// class that a stream has just claimed: at once if none of the class is
+// left, else after refillDelay.
+func (m *circManager) claimedCleanLocked(class uint8, now time.Time) {
+	spare := slices.ContainsFunc(m.circs, func(c *circ) bool {
+		return c.key == "" && c.class == class && m.usableLocked(c, now)
+	}) || slices.ContainsFunc(m.pending, func(p *pendingBuild) bool {
+		return p.key == "" && p.class == class && p.gen == m.gen
+	})
+	if !spare {
+		m.kick()
+		return
+	}
+	if m.refillArmed.CompareAndSwap(false, true) {
+		time.AfterFunc(refillDelay, func() {
+			m.refillArmed.Store(false)
+			m.kick()
+		})
+	}
+}
 
 func (m *circManager) run() {
 	defer m.wg.Done()
@@ -308,7 +340,7 @@ func (m *circManager) findPendingLocked(key string, class uint8, port uint16) *p
 	for _, p := range m.pending {
 		if p.key == "" && p.class == class && p.gen == m.gen && exitAllows(p.exit, port) {
 			p.key = key
-			m.kick() // a clean circuit fewer: build another
+			m.claimedCleanLocked(class, m.now()) // a clean circuit fewer: build another
 			return p
 		}
 	}
@@ -319,7 +351,7 @@ func (m *circManager) findPendingLocked(key string, class uint8, port uint16) *p
 func (m *circManager) takeLocked(c *circ, key string, now time.Time) {
 	if c.key == "" {
 		c.key = key
-		m.kick()
+		m.claimedCleanLocked(c.class, now)
 	}
 	if c.group == 0 {
 		c.group = m.groupLocked(key)

@@ -72,6 +72,7 @@ func socksMain(args []string) error {
 	user := fs.String("user", "latencyprobe", "SOCKS username (one circuit for all requests)")
 	n := fs.Int("n", 30, "requests to time")
 	gap := fs.Duration("gap", 50*time.Millisecond, "pause between requests")
+	fresh := fs.Bool("fresh", false, "a new SOCKS username (so a new circuit) for each request, as netbench's ttfb-fresh")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,11 +81,15 @@ func socksMain(args []string) error {
 	}
 	var conn, greet, connect, first []float64
 	for i := 0; i <= *n; i++ {
-		p, err := socksOnce(*proxy, *host, uint16(*port), *path, *user)
+		u := *user
+		if *fresh {
+			u = fmt.Sprintf("%s-%d-%d", *user, time.Now().UnixNano(), i)
+		}
+		p, err := socksOnce(*proxy, *host, uint16(*port), *path, u)
 		if err != nil {
 			return fmt.Errorf("request %d: %w", i, err)
 		}
-		if i > 0 { // the first warms up the circuit
+		if i > 0 { // the first warms up the circuit (or, with -fresh, the network)
 			conn = append(conn, ms(p[0]))
 			greet = append(greet, ms(p[1]))
 			connect = append(connect, ms(p[2]))
