@@ -25,6 +25,12 @@ import (
 // count (not yet opened, or over) are not counted: yamux drops them.
 type exitBuffers struct {
 	x *exitState
+	// maxTracked bounds the streams counted at once. yamux refuses streams
+	// past its accept backlog without the exit ever seeing them, so their
+	// counts would only end with the session: a client sending SYN after
+	// SYN must not grow the map without bound. A client within the exit's
+	// stream limits never has this many streams open.
+	maxTracked int
 
 	mu      sync.Mutex
 	held    map[uint32]int64 // stream ID -> bytes held
@@ -44,7 +50,7 @@ const (
 )
 
 func newExitBuffers(x *exitState) *exitBuffers {
-	return &exitBuffers{x: x, held: make(map[uint32]int64)}
+	return &exitBuffers{x: x, held: make(map[uint32]int64), maxTracked: 4*x.cfg.MaxStreamsPerCircuit + 64}
 }
 
 // delivered scans bytes arriving for the session and counts data bodies.
@@ -87,7 +93,7 @@ func (b *exitBuffers) header() {
 	if typ != yamuxTypeData && typ != yamuxTypeWindowUpdate {
 		return // ping or go-away: no stream, no body
 	}
-	if flags&yamuxFlagSYN != 0 && id != 0 {
+	if flags&yamuxFlagSYN != 0 && id != 0 && len(b.held) < b.maxTracked {
 		if _, ok := b.held[id]; !ok {
 			b.held[id] = 0
 		}

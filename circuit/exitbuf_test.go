@@ -75,6 +75,19 @@ func TestExitBuffersCount(t *testing.T) {
 	}
 }
 
+func TestExitBuffersBoundedStreams(t *testing.T) {
+	x := &exitState{cfg: ExitConfig{MaxStreamsPerCircuit: 8}}
+	b := newExitBuffers(x)
+	var in []byte
+	for id := uint32(1); id < 20000; id += 2 {
+		in = append(in, frame(yamuxTypeWindowUpdate, yamuxFlagSYN, id, nil)...)
+	}
+	b.delivered(in)
+	if n := len(b.held); n != b.maxTracked {
+		t.Fatalf("%d streams tracked after 10,000 SYNs, want the cap %d", n, b.maxTracked)
+	}
+}
+
 // FuzzExitBuffers feeds arbitrary bytes, in arbitrary pieces, with reads
 // and stream ends in between: the counts never go below zero, the exit-wide
 // count always equals the session's, and closing the session returns it to
