@@ -13,6 +13,7 @@ func TestCleanRefillWaitsForSpare(t *testing.T) {
 	_, rp := startNetAndProxy(t, func(c *Config) { c.Circuits.Preemptive = 2 })
 	settle(t, rp)
 	m := rp.circs
+	waitFor(t, "no refill pending", 50*refillDelay, func() bool { return !m.refillArmed.Load() })
 
 	m.mu.Lock()
 	now := m.now()
