@@ -172,12 +172,7 @@ func (s countingStream) Read(p []byte) (int, error) {
 func (r *Relay) relieveExitBuffers() {
 	var worst *relayCircuit
 	var most, dying int64
-	r.mu.Lock()
-	circs := make([]*relayCircuit, 0, len(r.circuits))
-	for c := range r.circuits {
-		circs = append(circs, c)
-	}
-	r.mu.Unlock()
+	circs := r.circuitList()
 	for _, c := range circs {
 		c.exitMu.Lock()
 		e := c.exit

@@ -188,12 +188,7 @@ func (r *Relay) sweepLoop() {
 			return
 		case <-t.C:
 		}
-		r.mu.Lock()
-		circs := make([]*relayCircuit, 0, len(r.circuits))
-		for c := range r.circuits {
-			circs = append(circs, c)
-		}
-		r.mu.Unlock()
+		circs := r.circuitList()
 		for _, c := range circs {
 			if c.active.Swap(false) {
 				continue
@@ -204,6 +199,17 @@ func (r *Relay) sweepLoop() {
 			}
 		}
 	}
+}
+
+// circuitList returns the circuits open through this relay now.
+func (r *Relay) circuitList() []*relayCircuit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	circs := make([]*relayCircuit, 0, len(r.circuits))
+	for c := range r.circuits {
+		circs = append(circs, c)
+	}
+	return circs
 }
 
 // NumCircuits returns the circuits currently open through this relay.
