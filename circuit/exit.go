@@ -360,7 +360,8 @@ func dialStatus(ctx context.Context, err error) cell.StreamStatus {
 }
 
 // splice copies both ways until both directions end, or nothing moves for
-// idle.
+// idle. The client's data is read through rd (st, counted for the exit's
+// buffer budget); the destination's is written to st.
 func splice(st *yamux.Stream, rd readDeadliner, conn net.Conn, idle time.Duration) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
