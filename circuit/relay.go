@@ -99,6 +99,7 @@ type Relay struct {
 	bw     *rate.Limiter // nil when unlimited
 	limits *peerLimiter
 	exit   *exitState // nil unless an exit
+	eph    *layercrypt.NtorV3Ephemerals
 
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
@@ -154,6 +155,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		m:        cfg.Metrics,
 		limits:   newPeerLimiter(rate.Limit(cfg.CreateRate), cfg.CreateBurst),
 		circuits: make(map[*relayCircuit]struct{}),
+		eph:      layercrypt.NewNtorV3Ephemerals(rand.Reader, ephemeralsAhead),
 	}
 	if cfg.BandwidthRate > 0 {
 		burst := max(cfg.BandwidthBurst, cfg.BandwidthRate, batchLen)
@@ -171,6 +173,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	go r.sweepLoop()
 	return r, nil
 }
+
+// ephemeralsAhead is how many ntor-v3 ephemeral key pairs a relay keeps
+// computed ahead: each handshake takes one and, once its CREATED2 is sent,
+// computes the next, so a burst of this many CREATE2 cells waits for no
+// fixed-base multiplication.
+const ephemeralsAhead = 8
 
 // sweepInterval is how often idle circuits give their stream buffers back.
 const sweepInterval = 15 * time.Second
@@ -259,6 +267,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		c.destroy(cell.DestroyHibernating, sideNone)
 	}
 	r.cancel()
+	r.eph.Wipe()
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -442,7 +451,7 @@ func (c *relayCircuit) handshake(create *cell.Cell) error {
 		status = rep.Status
 		return rep.Encode()
 	}
-	reply, ks, err := layercrypt.NtorV3Server(rand.Reader, c.r.id, c.r.cfg.OnionKeys(),
+	reply, ks, err := layercrypt.NtorV3ServerWith(c.r.eph, rand.Reader, c.r.id, c.r.cfg.OnionKeys(),
 		[]byte(cell.NtorV3Verification), m.HData, respond)
 	if err != nil {
 		return err
@@ -459,6 +468,11 @@ func (c *relayCircuit) handshake(create *cell.Cell) error {
 	}
 	if err := c.in.writeCell(&out); err != nil {
 		return err
+	}
+	// The answer is out: make the next handshake's ephemeral pair now (two
+	// while the store fills up, so that it reaches ephemeralsAhead).
+	if err := c.r.eph.Refill(2); err != nil {
+		c.r.log.Warn("ntor-v3 ephemeral key", zap.Error(err))
 	}
 	if status != cell.ParamsOK {
 		return fmt.Errorf("refused parameters: %v", status)

@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"filippo.io/edwards25519"
 	"filippo.io/edwards25519/field"
@@ -245,12 +246,114 @@ func NtorV3Server(rand io.Reader, id RelayID, keys []*OnionPrivateKey, verificat
 	if _, err := io.ReadFull(rand, y[:]); err != nil {
 		return nil, nil, fmt.Errorf("ntor-v3 server: ephemeral key: %w", err)
 	}
-	return ntor3Server(&y, id, keys, verification, onionskin, respond)
+	return ntor3Server(&y, nil, id, keys, verification, onionskin, respond)
+}
+
+// NtorV3Ephemerals holds server ephemeral key pairs (y, Y = y·G) computed
+// ahead of the handshakes that use them, so that a handshake does not wait
+// for the fixed-base multiplication. Each pair is handed out once and wiped
+// after its handshake. A pair waits in memory until it is used, so a relay
+// keeps only a few (a memory compromise would reveal the keys of the next
+// few handshakes, never of past ones). Safe for concurrent use.
+type NtorV3Ephemerals struct {
+	rand io.Reader
+	max  int
+
+	mu    sync.Mutex // guards pairs
+	pairs []*ntor3Pair
+}
+
+type ntor3Pair struct{ y, pubY [32]byte }
+
+func (p *ntor3Pair) wipe() {
+	clear(p.y[:])
+	clear(p.pubY[:])
+}
+
+// NewNtorV3Ephemerals returns an empty store of at most max pairs drawing
+// secrets from rand. Fill it with Refill.
+func NewNtorV3Ephemerals(rand io.Reader, max int) *NtorV3Ephemerals {
+	return &NtorV3Ephemerals{rand: rand, max: max}
+}
+
+// Refill computes pairs until the store holds max or n have been added.
+// Call it where the time does not count: after a handshake's reply has
+// been sent.
+func (e *NtorV3Ephemerals) Refill(n int) error {
+	for range n {
+		e.mu.Lock()
+		full := len(e.pairs) >= e.max // max is 0 once wiped
+		e.mu.Unlock()
+		if full {
+			return nil
+		}
+		p := new(ntor3Pair)
+		if _, err := io.ReadFull(e.rand, p.y[:]); err != nil {
+			return fmt.Errorf("ntor-v3 ephemerals: %w", err)
+		}
+		ntor3X25519Base(&p.pubY, &p.y)
+		e.mu.Lock()
+		if len(e.pairs) < e.max {
+			e.pairs = append(e.pairs, p)
+			p = nil
+		}
+		e.mu.Unlock()
+		if p != nil {
+			p.wipe()
+		}
+	}
+	return nil
+}
+
+// Len returns how many pairs are ready.
+func (e *NtorV3Ephemerals) Len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pairs)
+}
+
+// take hands out one pair, or nil when none is ready.
+func (e *NtorV3Ephemerals) take() *ntor3Pair {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(e.pairs)
+	if n == 0 {
+		return nil
+	}
+	p := e.pairs[n-1]
+	e.pairs[n-1] = nil
+	e.pairs = e.pairs[:n-1]
+	return p
+}
+
+// Wipe destroys every pair held; the store takes no more after it.
+func (e *NtorV3Ephemerals) Wipe() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range e.pairs {
+		p.wipe()
+	}
+	e.pairs = nil
+	e.max = 0
+}
+
+// NtorV3ServerWith is NtorV3Server taking its ephemeral key pair from e
+// when one is ready (and making one from rand, as NtorV3Server does, when
+// none is).
+func NtorV3ServerWith(e *NtorV3Ephemerals, rand io.Reader, id RelayID, keys []*OnionPrivateKey, verification, onionskin []byte,
+	respond func(clientMsg []byte) ([]byte, error)) (reply []byte, ks *KeyStream, err error) {
+	p := e.take()
+	if p == nil {
+		return NtorV3Server(rand, id, keys, verification, onionskin, respond)
+	}
+	defer p.wipe()
+	return ntor3Server(&p.y, &p.pubY, id, keys, verification, onionskin, respond)
 }
 
 // ntor3Server is NtorV3Server with the ephemeral secret y given (the test
-// vectors fix it). The caller wipes y.
-func ntor3Server(y *[OnionKeyLen]byte, id RelayID, keys []*OnionPrivateKey, verification, onionskin []byte,
+// vectors fix it) and, if not nil, its public key Y = y·G. The caller wipes
+// y.
+func ntor3Server(y, givenY *[OnionKeyLen]byte, id RelayID, keys []*OnionPrivateKey, verification, onionskin []byte,
 	respond func(clientMsg []byte) ([]byte, error)) ([]byte, *KeyStream, error) {
 	if len(onionskin) < NtorV3OnionskinOverhead {
 		return nil, nil, ntor3Fail("server", "onionskin is %d bytes, shorter than the %d-byte minimum",
@@ -317,7 +420,11 @@ func ntor3Server(y *[OnionKeyLen]byte, id RelayID, keys []*OnionPrivateKey, veri
 		}
 	}
 
-	ntor3X25519Base(&pubY, y)
+	if givenY != nil {
+		pubY = *givenY
+	} else {
+		ntor3X25519Base(&pubY, y)
+	}
 	if !ntor3X25519(&xy, y, &pubX) {
 		// Unreachable once Xb passed (both scalars are clamped multiples
 		// of the cofactor), but checked as the spec asks.
