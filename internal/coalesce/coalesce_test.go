@@ -16,7 +16,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// countingConn records each Write it receives.
+// countingConn records each Write it receives and, when it wraps a real
+// Conn, passes it on.
 type countingConn struct {
 	net.Conn
 	mu     sync.Mutex
@@ -27,11 +28,25 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	c.writes = append(c.writes, append([]byte(nil), p...))
 	c.mu.Unlock()
+	if c.Conn != nil {
+		return c.Conn.Write(p)
+	}
 	return len(p), nil
 }
 
-func (c *countingConn) Close() error                       { return nil }
-func (c *countingConn) SetWriteDeadline(t time.Time) error { return nil }
+func (c *countingConn) Close() error {
+	if c.Conn != nil {
+		return c.Conn.Close()
+	}
+	return nil
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	if c.Conn != nil {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	return nil
+}
 
 func header(typ byte, length uint32) []byte {
 	h := make([]byte, yamuxHeaderLen)
@@ -270,26 +285,12 @@ func TestCloseSendsHeldACK(t *testing.T) {
 	}
 }
 
-// recordingConn is a net.Conn whose writes are also recorded.
-type recordingConn struct {
-	net.Conn
-	mu     sync.Mutex
-	writes [][]byte
-}
-
-func (c *recordingConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	c.writes = append(c.writes, append([]byte(nil), p...))
-	c.mu.Unlock()
-	return c.Conn.Write(p)
-}
-
 // TestYamuxACKWithReply runs real yamux sessions: the server's ACK of a
 // stream and its answer leave in one write, and streams whose answer comes
 // late (after the hold) or never still open and work.
 func TestYamuxACKWithReply(t *testing.T) {
 	a, b := net.Pipe()
-	rec := &recordingConn{Conn: b}
+	rec := &countingConn{Conn: b}
 	sc := New(rec, 0, nil)
 	sc.HoldACKs(50 * time.Millisecond)
 	cfg := yamux.DefaultConfig()
