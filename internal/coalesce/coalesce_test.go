@@ -338,6 +338,11 @@ func TestYamuxACKWithReply(t *testing.T) {
 		if _, err := io.ReadFull(s, got); err != nil || string(got) != "ping" {
 			t.Fatalf("stream %d: read %q, %v", i, got, err)
 		}
+		// Wait for the server's FIN, so that none of this stream's frames
+		// can come after the next stream's first write is looked for.
+		if rest, err := io.ReadAll(s); err != nil || len(rest) != 0 {
+			t.Fatalf("stream %d: after the answer: %q, %v; want EOF", i, rest, err)
+		}
 		rec.mu.Lock()
 		first := rec.writes[before]
 		rec.mu.Unlock()
